@@ -1,0 +1,209 @@
+"""What FeedbackHub collects: models and their versions, predictions, outcomes, human feedback, API keys.
+
+Migrations in collector/migrations are the only way this schema changes. Free-form fields a client wants to
+keep go into `Prediction.attributes` (JSON), not into new columns.
+"""
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+MODEL_NAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+    "Use letters, digits and . _ : - (starting with a letter or digit).",
+)
+
+
+class TaskType(models.TextChoices):
+    BINARY = "binary", "Binary classification"
+    MULTICLASS = "multiclass", "Multiclass classification"
+    REGRESSION = "regression", "Regression"
+    GENERATIVE = "generative", "Generative (free text)"
+
+
+class RegisteredModel(models.Model):
+    name = models.CharField(max_length=100, unique=True, validators=[MODEL_NAME_VALIDATOR])
+    task_type = models.CharField(max_length=20, choices=TaskType.choices)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(models.Model):
+    registered_model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
+    version = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["registered_model", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["registered_model", "version"], name="model_version_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.registered_model.name}@{self.version}"
+
+
+class IngestSource(models.TextChoices):
+    API = "api", "REST API"
+    LOG_FEEDBACK = "log_feedback", "/log-feedback"
+    IMPORT = "import", "feedback.db import"
+
+
+class Prediction(models.Model):
+    registered_model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
+    event_id = models.CharField(max_length=128, help_text="Client id of the event, unique per model.")
+    created_at = models.DateTimeField(help_text="When the model predicted (the client's timestamp).")
+    received_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=20, choices=IngestSource.choices, default=IngestSource.API)
+    input = models.JSONField()
+    prediction = models.JSONField()
+    predicted_label = models.CharField(max_length=255, blank=True, help_text="Canonical class label.")
+    actual = models.JSONField(null=True, blank=True)
+    actual_label = models.CharField(max_length=255, blank=True)
+    actual_recorded_at = models.DateTimeField(null=True, blank=True)
+    is_correct = models.BooleanField(null=True, help_text="Derived on write from prediction and actual.")
+    error = models.FloatField(null=True, blank=True, help_text="Regression: actual minus prediction.")
+    latency_ms = models.FloatField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    interaction_id = models.CharField(max_length=255, blank=True, db_index=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    payload_sha256 = models.CharField(max_length=64, help_text="Fingerprint of the body, for idempotent retries.")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["registered_model", "event_id"], name="prediction_event_unique"),
+            models.CheckConstraint(
+                condition=Q(confidence__isnull=True) | Q(confidence__gte=0, confidence__lte=1),
+                name="prediction_confidence_0_1",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["model_version", "created_at"], name="prediction_version_time"),
+            models.Index(fields=["model_version", "is_correct", "created_at"], name="prediction_errors_by_version"),
+            models.Index(
+                fields=["model_version", "id"], condition=Q(actual__isnull=True), name="prediction_unlabelled"
+            ),
+            models.Index(fields=["registered_model", "created_at"], name="prediction_model_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"prediction {self.pk} ({self.event_id})"
+
+
+class OutcomeRevision(models.Model):
+    """One change of a prediction's outcome: who set it, when, and what it was before."""
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="outcome_revisions")
+    previous_actual = models.JSONField(null=True, blank=True)
+    actual = models.JSONField()
+    actor = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"outcome of prediction {self.prediction_id} by {self.actor}"
+
+
+class PendingOutcome(models.Model):
+    """An outcome that arrived before its prediction; applied when the prediction is recorded."""
+
+    registered_model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="+")
+    event_id = models.CharField(max_length=128)
+    actual = models.JSONField()
+    actor = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["registered_model", "event_id"], name="pending_outcome_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"pending outcome for {self.event_id}"
+
+
+class FeedbackKind(models.TextChoices):
+    THUMBS_UP = "thumbs_up", "Thumbs up"
+    THUMBS_DOWN = "thumbs_down", "Thumbs down"
+    CORRECTION = "correction", "Correction"
+    RATING = "rating", "Rating (1-5)"
+    COMMENT = "comment", "Comment"
+
+
+class Feedback(models.Model):
+    """What a person said about a prediction or an interaction."""
+
+    registered_model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
+    prediction = models.ForeignKey(
+        Prediction, null=True, blank=True, on_delete=models.SET_NULL, related_name="feedback"
+    )
+    prediction_event_id = models.CharField(
+        max_length=128, blank=True, help_text="Links the prediction when it arrives after the feedback."
+    )
+    interaction_id = models.CharField(max_length=255, blank=True, db_index=True)
+    kind = models.CharField(max_length=20, choices=FeedbackKind.choices)
+    value = models.JSONField(null=True, blank=True, help_text="Rating 1-5, or the corrected output.")
+    comment = models.TextField(blank=True)
+    source = models.CharField(max_length=100, blank=True, help_text="Where the feedback came from.")
+    event_id = models.CharField(max_length=128)
+    created_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    actor = models.CharField(max_length=150)
+    payload_sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "feedback"
+        constraints = [
+            models.UniqueConstraint(fields=["registered_model", "event_id"], name="feedback_event_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["registered_model", "kind", "created_at"], name="feedback_model_kind_time"),
+            models.Index(
+                fields=["registered_model", "prediction_event_id"],
+                condition=Q(prediction__isnull=True) & ~Q(prediction_event_id=""),
+                name="feedback_unlinked",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on {self.prediction_id or self.interaction_id}"
+
+
+class ApiKey(models.Model):
+    """A client credential. Only a SHA-256 hash of the key is stored; the key itself is shown once."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, help_text="Public part of the key, to recognise it.")
+    key_sha256 = models.CharField(max_length=64)
+    all_models = models.BooleanField(default=True, help_text="May write to every model, and register new ones.")
+    allowed_models = models.ManyToManyField(
+        RegisteredModel,
+        blank=True,
+        related_name="api_keys",
+        help_text="When not all models: the ones allowed.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,728 @@
+"""Writes: recording predictions, outcomes and feedback, and managing API keys.
+
+Every write path (REST, /log-feedback, the importer, later the predict endpoint) goes through these functions,
+so validation, idempotency and (later) masking and counters happen in exactly one place.
+"""
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from collector.labels import LabelError, infer_task_type, judge, label_for, outcome_key
+from collector.models import (
+    MODEL_NAME_VALIDATOR,
+    ApiKey,
+    Feedback,
+    FeedbackKind,
+    IngestSource,
+    ModelVersion,
+    OutcomeRevision,
+    PendingOutcome,
+    Prediction,
+    RegisteredModel,
+    TaskType,
+)
+from collector.payloads import fingerprint
+from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput, NotFound, problems_summary
+
+T = TypeVar("T")
+API_KEY_PREFIX = "fbh"
+_WRITE_ATTEMPTS = 4
+_QUERY_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who writes: an API key (maybe scoped to some models), a user, or a command."""
+
+    label: str
+    allowed_model_ids: frozenset[int] | None = None
+
+    @property
+    def may_register_models(self) -> bool:
+        return self.allowed_model_ids is None
+
+    def may_write(self, registered_model_id: int) -> bool:
+        return self.allowed_model_ids is None or registered_model_id in self.allowed_model_ids
+
+
+@dataclass(frozen=True)
+class PredictionIn:
+    version: str
+    input: Any
+    prediction: Any
+    model: str = ""
+    actual: Any = None
+    latency_ms: float | None = None
+    confidence: float | None = None
+    interaction_id: str = ""
+    event_id: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    timestamp: datetime | None = None
+    task_type: str = ""
+
+
+@dataclass(frozen=True)
+class OutcomeIn:
+    actual: Any
+    prediction_id: int | None = None
+    model: str = ""
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class FeedbackIn:
+    kind: str
+    model: str = ""
+    prediction_id: int | None = None
+    prediction_event_id: str = ""
+    interaction_id: str = ""
+    value: Any = None
+    comment: str = ""
+    source: str = ""
+    event_id: str = ""
+    timestamp: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    id: int
+    event_id: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class OutcomeResult:
+    status: str  # recorded | changed | unchanged | pending
+    prediction_id: int | None
+    event_id: str
+
+
+# --- shared machinery -------------------------------------------------------------------------------
+
+
+def _with_write_retries(write: Callable[[], T]) -> T:
+    """Run `write` in a transaction, again if a concurrent writer got in first.
+
+    On PostgreSQL two requests can race to create the same model, version or event; the loser's transaction
+    fails on a unique constraint (or a deadlock) and its retry then finds the winner's rows.
+    """
+    for attempt in range(1, _WRITE_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                return write()
+        except (IntegrityError, OperationalError) as error:
+            retryable = isinstance(error, IntegrityError) or getattr(error, "sqlstate", None) in (
+                "40P01",
+                "40001",
+            )
+            if not retryable or attempt == _WRITE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _lock_events(namespace: str, keys: Sequence[tuple[int, str]]) -> None:
+    """Serialise writers of the same (model, event_id) on PostgreSQL; SQLite already has a single writer."""
+    if connection.vendor != "postgresql" or not keys:
+        return
+    lock_ids = sorted(
+        {
+            int.from_bytes(hashlib.sha256(f"{namespace}:{mid}:{eid}".encode()).digest()[:8], "big", signed=True)
+            for mid, eid in keys
+        }
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [lock_ids])
+
+
+def _raise_if(problems: list[FieldProblem], error: type[InvalidInput | Forbidden | NotFound | Conflict]) -> None:
+    if problems:
+        raise error(problems_summary(problems), problems)
+
+
+def _field(index: int | None, name: str) -> str:
+    return name if index is None else f"[{index}].{name}"
+
+
+def _chunks(values: Sequence[T]) -> list[Sequence[T]]:
+    return [values[start : start + _QUERY_CHUNK] for start in range(0, len(values), _QUERY_CHUNK)]
+
+
+def _default_model_name(name: str) -> str:
+    return name or settings.FEEDBACKHUB_DEFAULT_MODEL
+
+
+def _resolve_models(
+    names: Sequence[str],
+    actor: Actor,
+    *,
+    paths: Sequence[str],
+    task_types: Sequence[str] | None = None,
+) -> dict[str, RegisteredModel]:
+    """Registered models by name for a write, registering new ones where allowed; checks the actor's scope."""
+    found = {model.name: model for model in RegisteredModel.objects.filter(name__in=set(names))}
+    invalid: list[FieldProblem] = []
+    forbidden: list[FieldProblem] = []
+    to_register: dict[str, str] = {}
+    for position, name in enumerate(names):
+        path = paths[position]
+        model = found.get(name)
+        if model is not None:
+            if not actor.may_write(model.pk):
+                forbidden.append(FieldProblem(path, f"this API key may not write to model '{name}'"))
+            continue
+        if task_types is None or not settings.FEEDBACKHUB_AUTO_REGISTER:
+            invalid.append(FieldProblem(path, f"unknown model '{name}': register it in the admin first"))
+        elif not actor.may_register_models:
+            forbidden.append(FieldProblem(path, f"this API key may not register the new model '{name}'"))
+        else:
+            try:
+                MODEL_NAME_VALIDATOR(name)
+            except ValidationError as error:
+                invalid.append(FieldProblem(path, f"'{name}' is not a valid model name. {error.messages[0]}"))
+                continue
+            to_register.setdefault(name, task_types[position])
+    _raise_if(forbidden, Forbidden)
+    _raise_if(invalid, InvalidInput)
+    for name, task_type in to_register.items():
+        found[name] = RegisteredModel.objects.create(name=name, task_type=task_type)
+    return found
+
+
+def _resolve_versions(wanted: set[tuple[RegisteredModel, str]], paths: dict[tuple[int, str], str]) -> dict:
+    """ModelVersion rows by (model id, version), creating new versions where registration is automatic."""
+    model_ids = {model.pk for model, _ in wanted}
+    versions = {
+        (row.registered_model_id, row.version): row
+        for row in ModelVersion.objects.filter(
+            registered_model_id__in=model_ids, version__in={version for _, version in wanted}
+        )
+    }
+    missing = [(model, version) for model, version in wanted if (model.pk, version) not in versions]
+    if missing and not settings.FEEDBACKHUB_AUTO_REGISTER:
+        problems = [
+            FieldProblem(paths[(model.pk, version)], f"unknown version '{version}' of model '{model.name}'")
+            for model, version in missing
+        ]
+        raise InvalidInput(problems_summary(problems), problems)
+    created = ModelVersion.objects.bulk_create(
+        [ModelVersion(registered_model=model, version=version) for model, version in missing]
+    )
+    versions.update({(row.registered_model_id, row.version): row for row in created})
+    return versions
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    index: int
+    model_id: int
+    event_id: str
+    sha: str
+
+
+@dataclass
+class _InsertPlan:
+    new: list[_Keyed]
+    existing_ids: dict[int, int]  # item index -> id of the row already stored
+    same_as_index: dict[int, int]  # item index -> index of an earlier identical item in this batch
+
+
+def _plan_idempotent_insert(model_class: type[Prediction | Feedback], keyed: list[_Keyed]) -> _InsertPlan:
+    """Split a batch into rows to insert and retries of rows already stored; a reused event_id with a
+    different body is a conflict."""
+    stored: dict[tuple[int, str], tuple[int, str]] = {}
+    by_model: dict[int, list[str]] = {}
+    for item in keyed:
+        by_model.setdefault(item.model_id, []).append(item.event_id)
+    for model_id, event_ids in by_model.items():
+        for chunk in _chunks(sorted(set(event_ids))):
+            rows = model_class.objects.filter(registered_model_id=model_id, event_id__in=chunk)
+            for pk, event_id, sha in rows.values_list("pk", "event_id", "payload_sha256"):
+                stored[(model_id, event_id)] = (pk, sha)
+    plan = _InsertPlan(new=[], existing_ids={}, same_as_index={})
+    first_in_batch: dict[tuple[int, str], _Keyed] = {}
+    conflicts: list[FieldProblem] = []
+    for item in keyed:
+        key = (item.model_id, item.event_id)
+        if key in stored:
+            pk, sha = stored[key]
+            if sha == item.sha:
+                plan.existing_ids[item.index] = pk
+            else:
+                conflicts.append(
+                    FieldProblem(f"[{item.index}].event_id", f"'{item.event_id}' was already used for another body")
+                )
+        elif key in first_in_batch:
+            earlier = first_in_batch[key]
+            if earlier.sha == item.sha:
+                plan.same_as_index[item.index] = earlier.index
+            else:
+                conflicts.append(
+                    FieldProblem(
+                        f"[{item.index}].event_id",
+                        f"'{item.event_id}' is used by item {earlier.index} of this batch with another body",
+                    )
+                )
+        else:
+            first_in_batch[key] = item
+            plan.new.append(item)
+    _raise_if(conflicts, Conflict)
+    return plan
+
+
+def _results(plan: _InsertPlan, keyed: list[_Keyed], new_ids: dict[int, int]) -> list[Recorded]:
+    results: list[Recorded] = []
+    for item in keyed:
+        if item.index in new_ids:
+            results.append(Recorded(new_ids[item.index], item.event_id, created=True))
+        elif item.index in plan.existing_ids:
+            results.append(Recorded(plan.existing_ids[item.index], item.event_id, created=False))
+        else:
+            results.append(Recorded(new_ids[plan.same_as_index[item.index]], item.event_id, created=False))
+    return results
+
+
+def _single_path(paths: list[str], single: bool) -> list[str]:
+    """Field paths without the [index] prefix when the client sent one object rather than a list."""
+    return [path.split(".", 1)[1] if single else path for path in paths]
+
+
+# --- predictions ------------------------------------------------------------------------------------
+
+
+def prediction_record_batch(
+    *,
+    items: Sequence[PredictionIn],
+    actor: Actor,
+    source: str = IngestSource.API,
+    single: bool = False,
+) -> list[Recorded]:
+    """Record predictions all or nothing. A retry of an event already stored returns the stored id."""
+    if not items:
+        raise InvalidInput("send at least one prediction", [FieldProblem("body", "send at least one prediction")])
+    return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, single))
+
+
+def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source: str, single: bool) -> list[Recorded]:
+    def path(index: int, name: str) -> str:
+        return name if single else _field(index, name)
+
+    names = [_default_model_name(item.model) for item in items]
+    models = _resolve_models(
+        names,
+        actor,
+        paths=[path(index, "model") for index in range(len(items))],
+        task_types=[item.task_type or infer_task_type(item.prediction) for item in items],
+    )
+    problems: list[FieldProblem] = []
+    predicted_labels: list[str] = []
+    judgements: list[Any] = []
+    for index, item in enumerate(items):
+        model = models[names[index]]
+        try:
+            predicted_labels.append(label_for(model.task_type, item.prediction))
+        except LabelError as error:
+            predicted_labels.append("")
+            problems.append(FieldProblem(path(index, "prediction"), _label_problem(model, error)))
+            continue
+        if item.actual is not None:
+            try:
+                judgements.append(judge(model.task_type, item.prediction, item.actual))
+            except LabelError as error:
+                problems.append(FieldProblem(path(index, "actual"), _label_problem(model, error)))
+    _raise_if(problems, InvalidInput)
+
+    version_paths = {(models[names[i]].pk, item.version): path(i, "version") for i, item in enumerate(items)}
+    versions = _resolve_versions({(models[names[i]], item.version) for i, item in enumerate(items)}, version_paths)
+    event_ids = [item.event_id or uuid.uuid4().hex for item in items]
+    keyed = [
+        _Keyed(index, models[names[index]].pk, event_ids[index], _prediction_sha(names[index], item))
+        for index, item in enumerate(items)
+    ]
+    _lock_events("prediction", [(k.model_id, k.event_id) for k in keyed])
+    plan = _plan_idempotent_insert(Prediction, keyed)
+    pending = _pending_outcomes_for([(k.model_id, k.event_id) for k in plan.new])
+    now = timezone.now()
+    rows = []
+    for entry in plan.new:
+        item = items[entry.index]
+        model = models[names[entry.index]]
+        row = Prediction(
+            registered_model=model,
+            model_version=versions[(model.pk, item.version)],
+            event_id=entry.event_id,
+            created_at=item.timestamp or now,
+            source=source,
+            input=item.input,
+            prediction=item.prediction,
+            predicted_label=predicted_labels[entry.index],
+            latency_ms=item.latency_ms,
+            confidence=item.confidence,
+            interaction_id=item.interaction_id,
+            attributes=item.attributes,
+            payload_sha256=entry.sha,
+        )
+        early = pending.get((model.pk, entry.event_id))
+        actual = early.actual if early is not None else item.actual
+        if actual is not None:
+            _set_outcome(row, model.task_type, actual, now)
+        rows.append(row)
+    Prediction.objects.bulk_create(rows)
+    new_ids = {entry.index: row.pk for entry, row in zip(plan.new, rows, strict=True)}
+    if pending:
+        PendingOutcome.objects.filter(pk__in=[p.pk for p in pending.values()]).delete()
+    _link_waiting_feedback([(k.model_id, k.event_id) for k in plan.new])
+    return _results(plan, keyed, new_ids)
+
+
+def _prediction_sha(model_name: str, item: PredictionIn) -> str:
+    return fingerprint(
+        {
+            "model": model_name,
+            "version": item.version,
+            "input": item.input,
+            "prediction": item.prediction,
+            "actual": item.actual,
+            "latency_ms": item.latency_ms,
+            "confidence": item.confidence,
+            "interaction_id": item.interaction_id,
+            "attributes": item.attributes,
+            "timestamp": item.timestamp.isoformat() if item.timestamp else None,
+        }
+    )
+
+
+def _label_problem(model: RegisteredModel, error: LabelError) -> str:
+    return (
+        f"{error}; model '{model.name}' is registered as {model.task_type} "
+        "(change its task type in the admin if that is wrong)"
+    )
+
+
+def _set_outcome(row: Prediction, task_type: str, actual: Any, now: datetime) -> None:
+    judgement = judge(task_type, row.prediction, actual)
+    row.actual = actual
+    row.actual_label = judgement.actual_label
+    row.is_correct = judgement.is_correct
+    row.error = judgement.error
+    row.actual_recorded_at = now
+
+
+def _pending_outcomes_for(keys: list[tuple[int, str]]) -> dict[tuple[int, str], PendingOutcome]:
+    found: dict[tuple[int, str], PendingOutcome] = {}
+    by_model: dict[int, list[str]] = {}
+    for model_id, event_id in keys:
+        by_model.setdefault(model_id, []).append(event_id)
+    for model_id, event_ids in by_model.items():
+        for chunk in _chunks(event_ids):
+            for pending in PendingOutcome.objects.filter(registered_model_id=model_id, event_id__in=chunk):
+                found[(model_id, pending.event_id)] = pending
+    return found
+
+
+def _link_waiting_feedback(keys: list[tuple[int, str]]) -> None:
+    """Attach feedback that named a prediction's event_id before the prediction arrived."""
+    by_model: dict[int, list[str]] = {}
+    for model_id, event_id in keys:
+        by_model.setdefault(model_id, []).append(event_id)
+    for model_id, event_ids in by_model.items():
+        for chunk in _chunks(event_ids):
+            matching = Prediction.objects.filter(registered_model_id=model_id, event_id=OuterRef("prediction_event_id"))
+            Feedback.objects.filter(
+                registered_model_id=model_id, prediction__isnull=True, prediction_event_id__in=chunk
+            ).update(prediction_id=Subquery(matching.values("pk")[:1]))
+
+
+# --- outcomes ---------------------------------------------------------------------------------------
+
+
+def outcome_record_batch(*, items: Sequence[OutcomeIn], actor: Actor, single: bool = False) -> list[OutcomeResult]:
+    """Attach real outcomes to predictions, by id or by (model, event_id), all or nothing.
+
+    A changed outcome keeps its history in OutcomeRevision; an outcome whose prediction has not arrived yet
+    is kept as pending and applied when it does.
+    """
+    if not items:
+        raise InvalidInput("send at least one outcome", [FieldProblem("body", "send at least one outcome")])
+    return _with_write_retries(lambda: _outcome_record_batch(items, actor, single))
+
+
+def _outcome_record_batch(items: Sequence[OutcomeIn], actor: Actor, single: bool) -> list[OutcomeResult]:
+    def path(index: int, name: str) -> str:
+        return name if single else _field(index, name)
+
+    by_id = {item.prediction_id for item in items if item.prediction_id is not None}
+    predictions = {row.pk: row for row in Prediction.objects.select_for_update().filter(pk__in=by_id).order_by("pk")}
+    missing = [
+        FieldProblem(path(i, "prediction_id"), f"no prediction with id {item.prediction_id}")
+        for i, item in enumerate(items)
+        if item.prediction_id is not None and item.prediction_id not in predictions
+    ]
+    _raise_if(missing, NotFound)
+
+    event_positions = [i for i, item in enumerate(items) if item.prediction_id is None]
+    event_names = [_default_model_name(items[i].model) for i in event_positions]
+    models_by_name = _resolve_models(event_names, actor, paths=[path(i, "model") for i in event_positions])
+    models_by_id = {model.pk: model for model in models_by_name.values()}
+    for model in RegisteredModel.objects.filter(pk__in={p.registered_model_id for p in predictions.values()}):
+        models_by_id[model.pk] = model
+    forbidden = []
+    for index, item in enumerate(items):
+        if item.prediction_id is None:
+            continue
+        model_id = predictions[item.prediction_id].registered_model_id
+        if not actor.may_write(model_id):
+            message = f"this API key may not write to model '{models_by_id[model_id].name}'"
+            forbidden.append(FieldProblem(path(index, "prediction_id"), message))
+    _raise_if(forbidden, Forbidden)
+
+    event_keys = [
+        (models_by_name[name].pk, items[i].event_id) for i, name in zip(event_positions, event_names, strict=True)
+    ]
+    _lock_events("prediction", event_keys)
+    by_event: dict[tuple[int, str], Prediction] = {}
+    for model_id, event_id in event_keys:
+        by_event.setdefault((model_id, event_id), None)  # type: ignore[arg-type]
+    for model_id in {key[0] for key in event_keys}:
+        wanted = [event_id for mid, event_id in event_keys if mid == model_id]
+        for chunk in _chunks(wanted):
+            rows = Prediction.objects.select_for_update().filter(registered_model_id=model_id, event_id__in=chunk)
+            for row in rows.order_by("pk"):
+                by_event[(model_id, row.event_id)] = row
+                predictions[row.pk] = row
+
+    now = timezone.now()
+    problems: list[FieldProblem] = []
+    results: list[OutcomeResult] = []
+    changed: dict[int, Prediction] = {}
+    revisions: list[OutcomeRevision] = []
+    pending: dict[tuple[int, str], Any] = {}
+    event_lookup = dict(zip(event_positions, event_keys, strict=True))
+    for index, item in enumerate(items):
+        row = predictions[item.prediction_id] if item.prediction_id is not None else by_event[event_lookup[index]]
+        if row is None:
+            model_id, event_id = event_lookup[index]
+            try:
+                outcome_key(models_by_id[model_id].task_type, item.actual)
+            except LabelError as error:
+                problems.append(FieldProblem(path(index, "actual"), _label_problem(models_by_id[model_id], error)))
+                continue
+            pending[(model_id, event_id)] = item.actual
+            results.append(OutcomeResult("pending", None, event_id))
+            continue
+        model = models_by_id[row.registered_model_id]
+        try:
+            new_key = outcome_key(model.task_type, item.actual)
+            judge(model.task_type, row.prediction, item.actual)
+        except LabelError as error:
+            problems.append(FieldProblem(path(index, "actual"), _label_problem(model, error)))
+            continue
+        if row.actual is not None and outcome_key(model.task_type, row.actual) == new_key:
+            results.append(OutcomeResult("unchanged", row.pk, row.event_id))
+            continue
+        status = "recorded" if row.actual is None else "changed"
+        revisions.append(
+            OutcomeRevision(prediction=row, previous_actual=row.actual, actual=item.actual, actor=actor.label)
+        )
+        _set_outcome(row, model.task_type, item.actual, now)
+        changed[row.pk] = row
+        results.append(OutcomeResult(status, row.pk, row.event_id))
+    _raise_if(problems, InvalidInput)
+
+    Prediction.objects.bulk_update(
+        list(changed.values()), ["actual", "actual_label", "is_correct", "error", "actual_recorded_at"]
+    )
+    OutcomeRevision.objects.bulk_create(revisions)
+    for (model_id, event_id), actual in pending.items():
+        PendingOutcome.objects.update_or_create(
+            registered_model_id=model_id, event_id=event_id, defaults={"actual": actual, "actor": actor.label}
+        )
+    return results
+
+
+# --- human feedback ---------------------------------------------------------------------------------
+
+
+def _feedback_value_problem(item: FeedbackIn) -> tuple[str, str] | None:
+    if item.kind == FeedbackKind.RATING:
+        if isinstance(item.value, bool) or not isinstance(item.value, int) or not 1 <= item.value <= 5:
+            return "value", "a rating is a whole number from 1 to 5"
+    elif item.kind == FeedbackKind.CORRECTION:
+        if item.value is None:
+            return "value", "a correction needs the corrected output in value"
+    elif item.kind == FeedbackKind.COMMENT:
+        if not item.comment.strip():
+            return "comment", "a comment needs some text"
+    elif item.value is not None:
+        return "value", f"{item.kind} takes no value (put words in comment)"
+    if not (item.prediction_id or item.prediction_event_id or item.interaction_id):
+        return (
+            "prediction_id",
+            "name the prediction (prediction_id or prediction_event_id) or an interaction_id",
+        )
+    return None
+
+
+def feedback_record_batch(*, items: Sequence[FeedbackIn], actor: Actor, single: bool = False) -> list[Recorded]:
+    """Record human feedback all or nothing, idempotent by event_id like predictions."""
+    if not items:
+        raise InvalidInput("send at least one feedback item", [FieldProblem("body", "send at least one item")])
+    return _with_write_retries(lambda: _feedback_record_batch(items, actor, single))
+
+
+def _feedback_record_batch(items: Sequence[FeedbackIn], actor: Actor, single: bool) -> list[Recorded]:
+    def path(index: int, name: str) -> str:
+        return name if single else _field(index, name)
+
+    problems = []
+    for index, item in enumerate(items):
+        problem = _feedback_value_problem(item)
+        if problem:
+            problems.append(FieldProblem(path(index, problem[0]), problem[1]))
+    _raise_if(problems, InvalidInput)
+
+    by_id = {
+        row.pk: row for row in Prediction.objects.filter(pk__in={i.prediction_id for i in items if i.prediction_id})
+    }
+    missing = [
+        FieldProblem(path(i, "prediction_id"), f"no prediction with id {item.prediction_id}")
+        for i, item in enumerate(items)
+        if item.prediction_id and item.prediction_id not in by_id
+    ]
+    _raise_if(missing, NotFound)
+    model_ids_of_predictions = {row.registered_model_id for row in by_id.values()}
+    known_by_id = {model.pk: model for model in RegisteredModel.objects.filter(pk__in=model_ids_of_predictions)}
+    names = [
+        known_by_id[by_id[item.prediction_id].registered_model_id].name
+        if item.prediction_id
+        else _default_model_name(item.model)
+        for item in items
+    ]
+    for index, item in enumerate(items):
+        if item.prediction_id and item.model and item.model != names[index]:
+            problems.append(
+                FieldProblem(path(index, "model"), f"prediction {item.prediction_id} belongs to model '{names[index]}'")
+            )
+    _raise_if(problems, InvalidInput)
+    models = _resolve_models(names, actor, paths=[path(i, "model") for i in range(len(items))])
+
+    by_event: dict[tuple[int, str], Prediction] = {}
+    for index, item in enumerate(items):
+        if item.prediction_event_id and not item.prediction_id:
+            by_event.setdefault((models[names[index]].pk, item.prediction_event_id), None)  # type: ignore[arg-type]
+    for model_id in {key[0] for key in by_event}:
+        wanted = [event_id for mid, event_id in by_event if mid == model_id]
+        for chunk in _chunks(wanted):
+            for row in Prediction.objects.filter(registered_model_id=model_id, event_id__in=chunk):
+                by_event[(model_id, row.event_id)] = row
+
+    event_ids = [item.event_id or uuid.uuid4().hex for item in items]
+    keyed = [
+        _Keyed(index, models[names[index]].pk, event_ids[index], _feedback_sha(names[index], item))
+        for index, item in enumerate(items)
+    ]
+    _lock_events("feedback", [(k.model_id, k.event_id) for k in keyed])
+    plan = _plan_idempotent_insert(Feedback, keyed)
+    now = timezone.now()
+    rows = []
+    for entry in plan.new:
+        item = items[entry.index]
+        model = models[names[entry.index]]
+        prediction = by_id.get(item.prediction_id) if item.prediction_id else None
+        if prediction is None and item.prediction_event_id:
+            prediction = by_event.get((model.pk, item.prediction_event_id))
+        rows.append(
+            Feedback(
+                registered_model=model,
+                prediction=prediction,
+                prediction_event_id=prediction.event_id if prediction else item.prediction_event_id,
+                interaction_id=item.interaction_id or (prediction.interaction_id if prediction else ""),
+                kind=item.kind,
+                value=item.value,
+                comment=item.comment,
+                source=item.source,
+                event_id=entry.event_id,
+                created_at=item.timestamp or now,
+                actor=actor.label,
+                payload_sha256=entry.sha,
+            )
+        )
+    Feedback.objects.bulk_create(rows)
+    return _results(plan, keyed, {entry.index: row.pk for entry, row in zip(plan.new, rows, strict=True)})
+
+
+def _feedback_sha(model_name: str, item: FeedbackIn) -> str:
+    return fingerprint(
+        {
+            "model": model_name,
+            "kind": item.kind,
+            "prediction_id": item.prediction_id,
+            "prediction_event_id": item.prediction_event_id,
+            "interaction_id": item.interaction_id,
+            "value": item.value,
+            "comment": item.comment,
+            "source": item.source,
+            "timestamp": item.timestamp.isoformat() if item.timestamp else None,
+        }
+    )
+
+
+# --- API keys ---------------------------------------------------------------------------------------
+
+
+def api_key_hash(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
+
+
+def api_key_create(
+    *, name: str, model_names: Sequence[str] = (), task_type_for_new: str = TaskType.BINARY
+) -> tuple[ApiKey, str]:
+    """Create a key and return it with its raw value, which is never stored and cannot be shown again.
+
+    A key scoped to models that are not registered yet registers them with `task_type_for_new`.
+    """
+    with transaction.atomic():
+        models = []
+        for model_name in model_names:
+            MODEL_NAME_VALIDATOR(model_name)
+            model, _ = RegisteredModel.objects.get_or_create(name=model_name, defaults={"task_type": task_type_for_new})
+            models.append(model)
+        prefix = secrets.token_hex(6)
+        raw_key = f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+        api_key = ApiKey.objects.create(
+            name=name, prefix=prefix, key_sha256=api_key_hash(raw_key), all_models=not models
+        )
+        api_key.allowed_models.set(models)
+    return api_key, raw_key
+
+
+def api_key_authenticate(raw_key: str) -> ApiKey | None:
+    """The active key with this raw value, or None. Compares hashes in constant time."""
+    parts = raw_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
+        return None
+    api_key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
+    if api_key is None or not hmac.compare_digest(api_key.key_sha256, api_key_hash(raw_key)):
+        return None
+    now = timezone.now()
+    if api_key.last_used_at is None or api_key.last_used_at < now - timedelta(minutes=1):
+        # At most one write a minute per key, so authentication does not turn every read into a write.
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    return api_key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> bool:
+    """Revoke a key; False when it was already revoked."""
+    updated = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    return updated == 1

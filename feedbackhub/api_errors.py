@@ -1,0 +1,92 @@
+"""One JSON error shape for the whole API:
+
+{"error": {"status": 400, "code": "invalid", "message": "confidence: ...",
+           "fields": [{"field": "confidence", "message": "Ensure this value is less than or equal to 1."}]}}
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from feedbackhub.errors import DomainError, FieldProblem, problems_summary
+
+API_PATH_PREFIXES = ("/api/", "/log-feedback", "/feedback")
+
+
+def error_body(status: int, code: str, message: str, problems: Sequence[FieldProblem] = ()) -> dict[str, Any]:
+    return {
+        "error": {
+            "status": status,
+            "code": code,
+            "message": message,
+            "fields": [{"field": problem.field, "message": problem.message} for problem in problems],
+        }
+    }
+
+
+def _flatten(detail: Any, path: str = "") -> list[FieldProblem]:
+    if isinstance(detail, dict):
+        problems = []
+        for key, value in detail.items():
+            if key in ("non_field_errors", "detail"):
+                problems += _flatten(value, path)
+            elif isinstance(key, int) or str(key).isdigit():
+                problems += _flatten(value, f"{path}[{key}]")
+            else:
+                problems += _flatten(value, f"{path}.{key}" if path else str(key))
+        return problems
+    if isinstance(detail, list):
+        if all(isinstance(item, str) for item in detail):
+            return [FieldProblem(path or "body", str(item)) for item in detail]
+        problems = []
+        for index, item in enumerate(detail):
+            problems += _flatten(item, f"{path}[{index}]")
+        return problems
+    return [FieldProblem(path or "body", str(detail))]
+
+
+def _code(exc: Exception) -> str:
+    if isinstance(exc, exceptions.ValidationError):
+        return "invalid"
+    if isinstance(exc, exceptions.APIException):
+        return str(exc.default_code)
+    return "not_found" if getattr(exc, "status_code", 404) == 404 else "error"
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainError):
+        return Response(error_body(exc.status, exc.code, exc.message, exc.problems), status=exc.status)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        problems = _flatten(exc.detail)
+        message = problems_summary(problems) if problems else "Invalid input."
+    else:
+        problems = []
+        detail = response.data.get("detail", "") if isinstance(response.data, dict) else ""
+        message = str(detail) or "Request failed."
+    response.data = error_body(response.status_code, _code(exc), message, problems)
+    return response
+
+
+def _is_api_path(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PATH_PREFIXES)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api_path(request):
+        return JsonResponse(error_body(404, "not_found", f"No endpoint at {request.path}."), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _is_api_path(request):
+        body = error_body(500, "server_error", "The server failed; the error is logged. Try again later.")
+        return JsonResponse(body, status=500)
+    return defaults.server_error(request)

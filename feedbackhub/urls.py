@@ -1,0 +1,21 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from loop.api.views import LogFeedbackView
+
+admin.site.site_header = "FeedbackHub"
+admin.site.site_title = "FeedbackHub admin"
+admin.site.index_title = "Predictions, feedback and reviews"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("loop.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("log-feedback", LogFeedbackView.as_view(), name="log-feedback"),
+    path("", include("django_prometheus.urls")),
+]
+
+handler404 = "feedbackhub.api_errors.not_found"
+handler500 = "feedbackhub.api_errors.server_error"

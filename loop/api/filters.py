@@ -1,0 +1,38 @@
+import django_filters
+
+from collector.models import Feedback, FeedbackKind, Prediction
+
+
+class PredictionFilter(django_filters.FilterSet):
+    model = django_filters.CharFilter(field_name="registered_model__name")
+    version = django_filters.CharFilter(field_name="model_version__version")
+    errors_only = django_filters.BooleanFilter(method="filter_errors_only", help_text="Only wrong predictions.")
+    labelled = django_filters.BooleanFilter(
+        field_name="actual",
+        lookup_expr="isnull",
+        exclude=True,
+        help_text="With (true) or without an outcome.",
+    )
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    interaction_id = django_filters.CharFilter()
+    event_id = django_filters.CharFilter()
+
+    class Meta:
+        model = Prediction
+        fields: list[str] = []
+
+    def filter_errors_only(self, queryset, name, value):  # noqa: ANN001, ANN201
+        return queryset.filter(is_correct=False) if value else queryset
+
+
+class FeedbackFilter(django_filters.FilterSet):
+    model = django_filters.CharFilter(field_name="registered_model__name")
+    kind = django_filters.ChoiceFilter(choices=FeedbackKind.choices)
+    interaction_id = django_filters.CharFilter()
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Feedback
+        fields: list[str] = []

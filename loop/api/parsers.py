@@ -1,0 +1,45 @@
+import codecs
+import json
+from typing import Any
+
+from django.conf import settings
+from rest_framework.exceptions import APIException, ParseError
+from rest_framework.parsers import JSONParser
+
+from collector.payloads import storable_problem
+from feedbackhub.errors import FieldProblem, InvalidInput
+
+
+class RequestTooLarge(APIException):
+    status_code = 413
+    default_code = "too_large"
+    default_detail = "The request body is too large."
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class BoundedJSONParser(JSONParser):
+    """JSON with a size limit, strict numbers (no NaN/Infinity) and only values every database can store."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict | None = None) -> Any:
+        limit = settings.FEEDBACKHUB_MAX_BODY_BYTES
+        request = (parser_context or {}).get("request")
+        declared = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
+        if declared.isdigit() and int(declared) > limit:
+            raise RequestTooLarge(f"The request body is {int(declared)} bytes; the limit is {limit}.")
+        raw = stream.read(limit + 1)
+        if len(raw) > limit:
+            raise RequestTooLarge(f"The request body is over the limit of {limit} bytes.")
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            data = json.loads(codecs.decode(raw, encoding), parse_constant=_reject_constant)
+        except RecursionError:
+            raise ParseError("JSON parse error - the body is nested too deeply.") from None
+        except ValueError as error:
+            raise ParseError(f"JSON parse error - {error}") from None
+        problem = storable_problem(data)
+        if problem:
+            raise InvalidInput(f"{problem[0]}: {problem[1]}", [FieldProblem(*problem)])
+        return data

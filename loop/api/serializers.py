@@ -1,0 +1,169 @@
+"""Shapes of the API's bodies. Validation of types and ranges lives here; domain rules live in services."""
+
+from typing import Any
+
+from rest_framework import serializers
+
+from collector.models import Feedback, FeedbackKind, Prediction, RegisteredModel, TaskType
+
+MAX_ID = 2**63 - 1
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number only: no booleans, no numeric strings."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class AnyJSONField(serializers.JSONField):
+    """Any JSON value (object, array, string, number, boolean)."""
+
+
+def _event_id_field(help_text: str) -> serializers.CharField:
+    return serializers.CharField(max_length=128, required=False, help_text=help_text)
+
+
+class PredictionInSerializer(serializers.Serializer):
+    model = serializers.CharField(
+        max_length=100,
+        required=False,
+        default="",
+        help_text="Registered model; the default model if omitted.",
+    )
+    version = serializers.CharField(max_length=100)
+    input = AnyJSONField(help_text="What the model saw: any JSON value.")
+    prediction = AnyJSONField(help_text="What the model answered.")
+    actual = AnyJSONField(required=False, allow_null=True, default=None, help_text="The real outcome, if known.")
+    latency_ms = StrictFloatField(required=False, allow_null=True, default=None, min_value=0, max_value=86_400_000)
+    confidence = StrictFloatField(required=False, allow_null=True, default=None, min_value=0, max_value=1)
+    interaction_id = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    event_id = _event_id_field("Client id of the event; a retry with the same id is stored once.")
+    attributes = serializers.DictField(required=False, default=dict, help_text="Free fields of your own.")
+    timestamp = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    task_type = serializers.ChoiceField(
+        choices=TaskType.choices,
+        required=False,
+        default="",
+        help_text="Used only when this registers the model.",
+    )
+
+
+class LogFeedbackInSerializer(serializers.Serializer):
+    """The body of the seed logger's `POST /log-feedback`."""
+
+    input_data = AnyJSONField()
+    prediction = AnyJSONField()
+    actual_value = AnyJSONField(required=False, allow_null=True, default=None)
+    model_version = serializers.CharField(max_length=100)
+    latency = StrictFloatField(min_value=0, max_value=86_400, help_text="Seconds.")
+    confidence_score = StrictFloatField(required=False, allow_null=True, default=None, min_value=0, max_value=1)
+    model = serializers.CharField(max_length=100, required=False, default="")
+    interaction_id = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    event_id = _event_id_field("Client id of the event; a retry with the same id is stored once.")
+
+
+class OutcomeValueSerializer(serializers.Serializer):
+    actual = AnyJSONField(help_text="The real outcome.")
+
+
+class OutcomeInSerializer(serializers.Serializer):
+    prediction_id = StrictIntegerField(required=False, min_value=1, max_value=MAX_ID)
+    event_id = serializers.CharField(max_length=128, required=False, help_text="The prediction's event_id.")
+    model = serializers.CharField(max_length=100, required=False, default="", help_text="With event_id.")
+    actual = AnyJSONField(help_text="The real outcome.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("prediction_id" in attrs) == ("event_id" in attrs):
+            raise serializers.ValidationError({"prediction_id": "Give either prediction_id or event_id."})
+        return attrs
+
+
+class FeedbackInSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=FeedbackKind.choices)
+    prediction_id = StrictIntegerField(required=False, allow_null=True, default=None, min_value=1, max_value=MAX_ID)
+    prediction_event_id = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
+    interaction_id = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    model = serializers.CharField(max_length=100, required=False, default="")
+    value = AnyJSONField(
+        required=False, allow_null=True, default=None, help_text="Rating 1-5, or the corrected output."
+    )
+    comment = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+    source = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    event_id = _event_id_field("Client id of this feedback; a retry with the same id is stored once.")
+    timestamp = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+class RecordedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    event_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=["created", "duplicate"])
+
+
+class RecordedBatchSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    results = RecordedSerializer(many=True)
+
+
+class LogFeedbackOutSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    id = serializers.IntegerField()
+
+
+class OutcomeResultSerializer(serializers.Serializer):
+    prediction_id = serializers.IntegerField(allow_null=True)
+    event_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=["recorded", "changed", "unchanged", "pending"])
+
+
+class OutcomeBatchSerializer(serializers.Serializer):
+    results = OutcomeResultSerializer(many=True)
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="registered_model.name")
+    version = serializers.CharField(source="model_version.version")
+    input = AnyJSONField()
+    prediction = AnyJSONField()
+    actual = AnyJSONField(allow_null=True)
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "id", "model", "version", "event_id", "created_at", "received_at", "source", "input", "prediction",
+            "predicted_label", "actual", "actual_label", "actual_recorded_at", "is_correct", "error",
+            "latency_ms", "confidence", "interaction_id", "attributes",
+        ]  # fmt: skip
+
+
+class FeedbackSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="registered_model.name")
+    value = AnyJSONField(allow_null=True)
+
+    class Meta:
+        model = Feedback
+        fields = [
+            "id", "model", "prediction", "prediction_event_id", "interaction_id", "kind", "value", "comment",
+            "source", "event_id", "created_at", "received_at",
+        ]  # fmt: skip
+
+
+class RegisteredModelSerializer(serializers.ModelSerializer):
+    versions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RegisteredModel
+        fields = ["name", "task_type", "description", "created_at", "versions"]
+
+    def get_versions(self, obj: RegisteredModel) -> list[str]:
+        return [version.version for version in obj.versions.all()]

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from loop.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("models/", views.RegisteredModelsView.as_view(), name="models"),
+    path("predictions/", views.PredictionsView.as_view(), name="predictions"),
+    path("predictions/<int:pk>/", views.PredictionDetailView.as_view(), name="prediction-detail"),
+    path("predictions/<int:pk>/outcome/", views.PredictionOutcomeView.as_view(), name="prediction-outcome"),
+    path("outcomes/", views.OutcomesView.as_view(), name="outcomes"),
+    path("feedback/", views.FeedbackView.as_view(), name="feedback"),
+]

@@ -1,0 +1,250 @@
+"""REST endpoints: thin views that validate shapes and call collector services."""
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from rest_framework import generics, serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from collector import selectors, services
+from collector.models import ApiKey, IngestSource
+from feedbackhub.errors import FieldProblem, InvalidInput, NotFound, PayloadTooLarge
+from loop.api import serializers as api
+from loop.api.filters import FeedbackFilter, PredictionFilter
+from loop.api.schema import ApiKeyScheme  # noqa: F401  (registers the scheme with drf-spectacular)
+
+ERRORS = {
+    code: OpenApiResponse(description=text)
+    for code, text in {
+        400: "Invalid input; `error.fields` names each bad field.",
+        401: "No API key, or an invalid or revoked one.",
+        403: "The API key may not write to this model.",
+        409: "An event_id was reused with a different body.",
+        413: "Body or batch too large.",
+        415: "The body is not JSON.",
+    }.items()
+}
+
+
+class NewestFirstCursor(CursorPagination):
+    ordering = "-id"
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+def _reader(request: Request) -> services.Actor | None:
+    """The scope of a read: a key's models, or everything for a staff session."""
+    return selectors.actor_for_api_key(request.auth) if isinstance(request.auth, ApiKey) else None
+
+
+def _writer(request: Request) -> services.Actor:
+    return selectors.actor_for_api_key(request.auth)
+
+
+def _one_or_many(request: Request, serializer_class: type[serializers.Serializer]) -> tuple[list[dict], bool]:
+    """Validated items of a body holding one object or a list of them, and whether it was one object."""
+    data = request.data
+    if isinstance(data, dict):
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return [serializer.validated_data], True
+    if not isinstance(data, list):
+        problem = FieldProblem("body", "expected a JSON object or a list of objects")
+        raise InvalidInput(f"body: {problem.message}", [problem])
+    if not data:
+        raise InvalidInput("body: send at least one item", [FieldProblem("body", "send at least one item")])
+    limit = settings.FEEDBACKHUB_MAX_BATCH
+    if len(data) > limit:
+        message = f"a batch holds at most {limit} items, this one has {len(data)}"
+        raise PayloadTooLarge(f"body: {message}", [FieldProblem("body", message)])
+    serializer = serializer_class(data=data, many=True)
+    serializer.is_valid(raise_exception=True)
+    return list(serializer.validated_data), False
+
+
+def _recorded_response(results: list[services.Recorded], single: bool) -> Response:
+    rows = [{"id": r.id, "event_id": r.event_id, "status": "created" if r.created else "duplicate"} for r in results]
+    created = sum(1 for r in results if r.created)
+    status = 201 if created else 200
+    if single:
+        return Response(rows[0], status=status)
+    return Response({"created": created, "duplicates": len(results) - created, "results": rows}, status=status)
+
+
+def _one_or_many_schema(name: str, item: type[serializers.Serializer]) -> PolymorphicProxySerializer:
+    return PolymorphicProxySerializer(
+        component_name=name, serializers=[item, item(many=True)], resource_type_field_name=None, many=False
+    )
+
+
+def _one_or_batch_schema(name: str, one: type, batch: type) -> PolymorphicProxySerializer:
+    return PolymorphicProxySerializer(component_name=name, serializers=[one, batch], resource_type_field_name=None)
+
+
+class PredictionsView(generics.ListAPIView):
+    serializer_class = api.PredictionSerializer
+    filterset_class = PredictionFilter
+    pagination_class = NewestFirstCursor
+
+    def get_queryset(self):  # noqa: ANN201
+        return selectors.prediction_list(actor=_reader(self.request))
+
+    @extend_schema(
+        summary="Record predictions",
+        description=(
+            "One prediction object or a list of up to FEEDBACKHUB_MAX_BATCH (1000). A list is stored all or "
+            "nothing. A retry with a stored `event_id` and the same body returns the original id with status "
+            "`duplicate`; the same `event_id` with a different body is a 409. Unknown models and versions are "
+            "registered on first use unless FEEDBACKHUB_AUTO_REGISTER=false."
+        ),
+        request=_one_or_many_schema("PredictionInOneOrMany", api.PredictionInSerializer),
+        responses={
+            201: _one_or_batch_schema("RecordedOneOrBatch", api.RecordedSerializer, api.RecordedBatchSerializer),
+            200: OpenApiResponse(description="Every item was already stored (a retry)."),
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        items, single = _one_or_many(request, api.PredictionInSerializer)
+        results = services.prediction_record_batch(
+            items=[services.PredictionIn(**item) for item in items], actor=_writer(request), single=single
+        )
+        return _recorded_response(results, single)
+
+
+class PredictionDetailView(generics.RetrieveAPIView):
+    serializer_class = api.PredictionSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        return selectors.prediction_list(actor=_reader(self.request))
+
+
+def _prediction_id(raw: int) -> int:
+    if raw > api.MAX_ID:
+        raise NotFound(f"no prediction with id {raw}", [FieldProblem("prediction_id", f"no prediction with id {raw}")])
+    return raw
+
+
+def _outcome_rows(results: list[services.OutcomeResult]) -> list[dict[str, Any]]:
+    return [{"prediction_id": r.prediction_id, "event_id": r.event_id, "status": r.status} for r in results]
+
+
+class PredictionOutcomeView(APIView):
+    @extend_schema(
+        summary="Record the real outcome of one prediction",
+        description="Setting a different outcome later is recorded with who, when and the previous value.",
+        request=api.OutcomeValueSerializer,
+        responses={
+            200: api.OutcomeResultSerializer,
+            404: OpenApiResponse(description="No such prediction."),
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        serializer = api.OutcomeValueSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        item = services.OutcomeIn(actual=serializer.validated_data["actual"], prediction_id=_prediction_id(pk))
+        results = services.outcome_record_batch(items=[item], actor=_writer(request), single=True)
+        return Response(_outcome_rows(results)[0])
+
+
+class OutcomesView(APIView):
+    @extend_schema(
+        summary="Record real outcomes by prediction id or event_id",
+        description=(
+            "One object or a list, all or nothing. An outcome whose event_id has no prediction yet is kept as "
+            "`pending` and applied when the prediction arrives."
+        ),
+        request=_one_or_many_schema("OutcomeInOneOrMany", api.OutcomeInSerializer),
+        responses={
+            200: _one_or_batch_schema(
+                "OutcomeResultOneOrBatch", api.OutcomeResultSerializer, api.OutcomeBatchSerializer
+            ),
+            202: OpenApiResponse(description="The prediction has not arrived yet; the outcome waits for it."),
+            404: OpenApiResponse(description="No prediction with that id."),
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        items, single = _one_or_many(request, api.OutcomeInSerializer)
+        results = services.outcome_record_batch(
+            items=[services.OutcomeIn(**item) for item in items], actor=_writer(request), single=single
+        )
+        rows = _outcome_rows(results)
+        if single:
+            return Response(rows[0], status=202 if rows[0]["status"] == "pending" else 200)
+        return Response({"results": rows})
+
+
+class FeedbackView(generics.ListAPIView):
+    serializer_class = api.FeedbackSerializer
+    filterset_class = FeedbackFilter
+    pagination_class = NewestFirstCursor
+
+    def get_queryset(self):  # noqa: ANN201
+        return selectors.feedback_list(actor=_reader(self.request))
+
+    @extend_schema(
+        summary="Record human feedback",
+        description=(
+            "thumbs_up, thumbs_down, correction (value: the corrected output), rating (value: 1-5) or comment, "
+            "on a prediction (prediction_id or prediction_event_id) or an interaction_id. One object or a list."
+        ),
+        request=_one_or_many_schema("FeedbackInOneOrMany", api.FeedbackInSerializer),
+        responses={
+            201: _one_or_batch_schema(
+                "FeedbackRecordedOneOrBatch", api.RecordedSerializer, api.RecordedBatchSerializer
+            ),
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        items, single = _one_or_many(request, api.FeedbackInSerializer)
+        results = services.feedback_record_batch(
+            items=[services.FeedbackIn(**item) for item in items], actor=_writer(request), single=single
+        )
+        return _recorded_response(results, single)
+
+
+class RegisteredModelsView(generics.ListAPIView):
+    serializer_class = api.RegisteredModelSerializer
+    pagination_class = None
+
+    def get_queryset(self):  # noqa: ANN201
+        return selectors.registered_model_list(actor=_reader(self.request))
+
+
+class LogFeedbackView(APIView):
+    """The seed logger's endpoint, kept so existing clients work unchanged."""
+
+    @extend_schema(
+        summary="Log a prediction (seed-compatible)",
+        description="`latency` is in seconds. Stored like `POST /api/v1/predictions/`.",
+        request=api.LogFeedbackInSerializer,
+        responses={201: api.LogFeedbackOutSerializer, 200: api.LogFeedbackOutSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = api.LogFeedbackInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        item = services.PredictionIn(
+            model=data["model"],
+            version=data["model_version"],
+            input=data["input_data"],
+            prediction=data["prediction"],
+            actual=data["actual_value"],
+            latency_ms=data["latency"] * 1000.0,
+            confidence=data["confidence_score"],
+            interaction_id=data["interaction_id"],
+            event_id=data.get("event_id", ""),
+        )
+        [result] = services.prediction_record_batch(
+            items=[item], actor=_writer(request), source=IngestSource.LOG_FEEDBACK, single=True
+        )
+        body = {"message": "Feedback logged successfully", "id": result.id}
+        return Response(body, status=201 if result.created else 200)
