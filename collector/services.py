@@ -6,6 +6,7 @@ so validation, idempotency and (later) masking and counters happen in exactly on
 
 import hashlib
 import hmac
+import math
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ from collector.models import (
     RegisteredModel,
     TaskType,
 )
-from collector.payloads import fingerprint
+from collector.payloads import fingerprint, storable_problem
 from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput, NotFound, problems_summary
 
 T = TypeVar("T")
@@ -112,6 +113,14 @@ class OutcomeResult:
 # --- shared machinery -------------------------------------------------------------------------------
 
 
+def _is_write_race(error: Exception) -> bool:
+    """A unique-key collision or deadlock with a concurrent writer, as opposed to a bad value."""
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in ("23505", "40P01", "40001")
+    return "UNIQUE constraint failed" in str(error)
+
+
 def _with_write_retries(write: Callable[[], T]) -> T:
     """Run `write` in a transaction, again if a concurrent writer got in first.
 
@@ -123,11 +132,7 @@ def _with_write_retries(write: Callable[[], T]) -> T:
             with transaction.atomic():
                 return write()
         except (IntegrityError, OperationalError) as error:
-            retryable = isinstance(error, IntegrityError) or getattr(error, "sqlstate", None) in (
-                "40P01",
-                "40001",
-            )
-            if not retryable or attempt == _WRITE_ATTEMPTS:
+            if not _is_write_race(error) or attempt == _WRITE_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
 
@@ -238,7 +243,9 @@ class _InsertPlan:
     same_as_index: dict[int, int]  # item index -> index of an earlier identical item in this batch
 
 
-def _plan_idempotent_insert(model_class: type[Prediction | Feedback], keyed: list[_Keyed]) -> _InsertPlan:
+def _plan_idempotent_insert(
+    model_class: type[Prediction | Feedback], keyed: list[_Keyed], path: Callable[[int, str], str]
+) -> _InsertPlan:
     """Split a batch into rows to insert and retries of rows already stored; a reused event_id with a
     different body is a conflict."""
     stored: dict[tuple[int, str], tuple[int, str]] = {}
@@ -261,7 +268,7 @@ def _plan_idempotent_insert(model_class: type[Prediction | Feedback], keyed: lis
                 plan.existing_ids[item.index] = pk
             else:
                 conflicts.append(
-                    FieldProblem(f"[{item.index}].event_id", f"'{item.event_id}' was already used for another body")
+                    FieldProblem(path(item.index, "event_id"), f"'{item.event_id}' was already used for another body")
                 )
         elif key in first_in_batch:
             earlier = first_in_batch[key]
@@ -270,7 +277,7 @@ def _plan_idempotent_insert(model_class: type[Prediction | Feedback], keyed: lis
             else:
                 conflicts.append(
                     FieldProblem(
-                        f"[{item.index}].event_id",
+                        path(item.index, "event_id"),
                         f"'{item.event_id}' is used by item {earlier.index} of this batch with another body",
                     )
                 )
@@ -293,11 +300,6 @@ def _results(plan: _InsertPlan, keyed: list[_Keyed], new_ids: dict[int, int]) ->
     return results
 
 
-def _single_path(paths: list[str], single: bool) -> list[str]:
-    """Field paths without the [index] prefix when the client sent one object rather than a list."""
-    return [path.split(".", 1)[1] if single else path for path in paths]
-
-
 # --- predictions ------------------------------------------------------------------------------------
 
 
@@ -318,6 +320,12 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
     def path(index: int, name: str) -> str:
         return name if single else _field(index, name)
 
+    problems = [
+        FieldProblem(path(index, name), message)
+        for index, item in enumerate(items)
+        for name, message in _prediction_value_problems(item)
+    ]
+    _raise_if(problems, InvalidInput)
     names = [_default_model_name(item.model) for item in items]
     models = _resolve_models(
         names,
@@ -325,7 +333,6 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
         paths=[path(index, "model") for index in range(len(items))],
         task_types=[item.task_type or infer_task_type(item.prediction) for item in items],
     )
-    problems: list[FieldProblem] = []
     predicted_labels: list[str] = []
     judgements: list[Any] = []
     for index, item in enumerate(items):
@@ -351,7 +358,7 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
         for index, item in enumerate(items)
     ]
     _lock_events("prediction", [(k.model_id, k.event_id) for k in keyed])
-    plan = _plan_idempotent_insert(Prediction, keyed)
+    plan = _plan_idempotent_insert(Prediction, keyed, path)
     pending = _pending_outcomes_for([(k.model_id, k.event_id) for k in plan.new])
     now = timezone.now()
     rows = []
@@ -384,6 +391,32 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
         PendingOutcome.objects.filter(pk__in=[p.pk for p in pending.values()]).delete()
     _link_waiting_feedback([(k.model_id, k.event_id) for k in plan.new])
     return _results(plan, keyed, new_ids)
+
+
+def _length_problem(name: str, value: str, limit: int) -> list[tuple[str, str]]:
+    return [(name, f"is at most {limit} characters, this has {len(value)}")] if len(value) > limit else []
+
+
+def _prediction_value_problems(item: PredictionIn) -> list[tuple[str, str]]:
+    """What the database would refuse, said in the client's terms (the API's serializers check most of it first;
+    the importer and other callers rely on this)."""
+    problems = [(name, "is required") for name in ("input", "prediction") if getattr(item, name) is None]
+    if not item.version:
+        problems.append(("version", "is required"))
+    problems += _length_problem("version", item.version, 100) + _length_problem("model", item.model, 100)
+    problems += _length_problem("event_id", item.event_id, 128)
+    problems += _length_problem("interaction_id", item.interaction_id, 255)
+    if item.confidence is not None and not (0 <= item.confidence <= 1):
+        problems.append(("confidence", "is a number from 0 to 1"))
+    if item.latency_ms is not None and not (0 <= item.latency_ms < math.inf):
+        problems.append(("latency_ms", "is a finite number of 0 or more"))
+    if not isinstance(item.attributes, dict):
+        problems.append(("attributes", "is a JSON object"))
+    for name in ("input", "prediction", "actual", "attributes"):
+        found = storable_problem(getattr(item, name), name)
+        if found:
+            problems.append(found)
+    return problems
 
 
 def _prediction_sha(model_name: str, item: PredictionIn) -> str:
@@ -564,8 +597,17 @@ def _feedback_value_problem(item: FeedbackIn) -> tuple[str, str] | None:
     elif item.kind == FeedbackKind.COMMENT:
         if not item.comment.strip():
             return "comment", "a comment needs some text"
+    elif item.kind not in FeedbackKind.values:
+        return "kind", f"is one of {', '.join(FeedbackKind.values)}"
     elif item.value is not None:
         return "value", f"{item.kind} takes no value (put words in comment)"
+    for name, limit in (("event_id", 128), ("prediction_event_id", 128), ("interaction_id", 255), ("source", 100)):
+        if len(getattr(item, name)) > limit:
+            return name, f"is at most {limit} characters"
+    for name in ("value", "comment"):
+        found = storable_problem(getattr(item, name), name)
+        if found:
+            return found
     if not (item.prediction_id or item.prediction_event_id or item.interaction_id):
         return (
             "prediction_id",
@@ -633,7 +675,7 @@ def _feedback_record_batch(items: Sequence[FeedbackIn], actor: Actor, single: bo
         for index, item in enumerate(items)
     ]
     _lock_events("feedback", [(k.model_id, k.event_id) for k in keyed])
-    plan = _plan_idempotent_insert(Feedback, keyed)
+    plan = _plan_idempotent_insert(Feedback, keyed, path)
     now = timezone.now()
     rows = []
     for entry in plan.new:

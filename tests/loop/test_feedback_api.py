@@ -81,9 +81,8 @@ def test_a_feedback_retry_is_stored_once(api: ApiClient, prediction_id: int) -> 
     ],
 )
 def test_it_rejects_bad_feedback(api: ApiClient, prediction_id: int, body: dict, status: int, field: str) -> None:
-    if body.get("prediction_id") == "PID":
-        body = {**body, "prediction_id": prediction_id}
-    elif "prediction_id" not in body and "interaction_id" not in body:
+    needs_the_fixture = "prediction_id" not in body and "interaction_id" not in body
+    if body.get("prediction_id") == "PID" or needs_the_fixture:
         body = {**body, "prediction_id": prediction_id}
 
     response = api.post_json(URL, body)

@@ -2,8 +2,12 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from collector.models import ModelVersion, Prediction, RegisteredModel, TaskType
+from collector.services import Actor, PredictionIn, prediction_record_batch
+from feedbackhub.errors import InvalidInput
 from tests.conftest import ApiClient, prediction_body
 
 pytestmark = pytest.mark.django_db
@@ -100,7 +104,7 @@ def test_the_same_event_id_with_another_body_is_a_conflict(api: ApiClient) -> No
 
     assert response.status_code == 409
     assert response.json()["error"]["fields"] == [
-        {"field": "[0].event_id", "message": "'evt-1' was already used for another body"}
+        {"field": "event_id", "message": "'evt-1' was already used for another body"}
     ]
     assert Prediction.objects.get().prediction == 1
 
@@ -316,3 +320,16 @@ def test_it_shows_one_prediction(api: ApiClient, stored_predictions: list[int]) 
     assert response.json()["event_id"] == "a"
     assert response.json()["is_correct"] is True
     assert api.get(f"{URL}999999/").status_code == 404
+
+
+def test_the_service_refuses_values_the_database_would_refuse_without_retrying() -> None:
+    items = [
+        PredictionIn(version="v1", input=None, prediction=1),
+        PredictionIn(version="v1", input=1, prediction=1, confidence=1.7, event_id="e" * 200),
+    ]
+    with CaptureQueriesContext(connection) as queries, pytest.raises(InvalidInput) as raised:
+        prediction_record_batch(items=items, actor=Actor(label="test"))
+
+    fields = [problem.field for problem in raised.value.problems]
+    assert fields == ["[0].input", "[1].event_id", "[1].confidence"]
+    assert not [query for query in queries if "INSERT" in query["sql"]]
