@@ -53,6 +53,7 @@ class IngestSource(models.TextChoices):
     API = "api", "REST API"
     LOG_FEEDBACK = "log_feedback", "/log-feedback"
     IMPORT = "import", "feedback.db import"
+    SEED_FEEDBACK = "seed_feedback", "/feedback (prediction and outcome at once)"
 
 
 class Prediction(models.Model):
@@ -92,6 +93,11 @@ class Prediction(models.Model):
                 fields=["model_version", "id"], condition=Q(actual__isnull=True), name="prediction_unlabelled"
             ),
             models.Index(fields=["registered_model", "created_at"], name="prediction_model_time"),
+            models.Index(
+                fields=["model_version", "actual_recorded_at"],
+                condition=Q(actual_recorded_at__isnull=False),
+                name="prediction_recent_outcomes",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -207,3 +213,72 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class VersionTally(models.Model):
+    """Lifetime counts and sums per model version, kept by atomic increments in the transaction of each write.
+
+    Metrics read these few rows instead of counting predictions, so a scrape costs the same at any table size.
+    """
+
+    model_version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="tally")
+    predictions = models.BigIntegerField(default=0)
+    outcomes = models.BigIntegerField(default=0, help_text="Predictions whose outcome is known.")
+    correct = models.BigIntegerField(default=0)
+    error_sum = models.FloatField(default=0.0, help_text="Regression: sum of actual minus prediction.")
+    abs_error_sum = models.FloatField(default=0.0)
+    squared_error_sum = models.FloatField(default=0.0)
+    last_outcome_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"tally of {self.model_version_id}"
+
+
+class ConfusionCell(models.Model):
+    """How many outcomes of class `actual_label` the version predicted as `predicted_label`."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="confusion_cells")
+    actual_label = models.CharField(max_length=255)
+    predicted_label = models.CharField(max_length=255)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "actual_label", "predicted_label"], name="confusion_cell_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actual_label}->{self.predicted_label}: {self.count}"
+
+
+class OutcomeMinute(models.Model):
+    """Outcomes per version and minute (by when the outcome was recorded), for cheap rolling windows."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    minute = models.DateTimeField()
+    outcomes = models.BigIntegerField(default=0)
+    correct = models.BigIntegerField(default=0)
+    abs_error_sum = models.FloatField(default=0.0)
+    squared_error_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model_version", "minute"], name="outcome_minute_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} at {self.minute:%Y-%m-%d %H:%M}"
+
+
+class FeedbackTally(models.Model):
+    """Lifetime count of human feedback per model and kind."""
+
+    registered_model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=FeedbackKind.choices)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["registered_model", "kind"], name="feedback_tally_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.count}"

@@ -1,8 +1,31 @@
 """Reads: what the API and the admin list and look up."""
 
-from django.db.models import QuerySet
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from collector.models import ApiKey, Feedback, Prediction, RegisteredModel
+from django.conf import settings
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
+
+from collector.models import (
+    ApiKey,
+    ConfusionCell,
+    Feedback,
+    FeedbackTally,
+    OutcomeMinute,
+    Prediction,
+    RegisteredModel,
+    TaskType,
+    VersionTally,
+)
+from collector.quality import (
+    BinaryCounts,
+    ClassificationQuality,
+    RegressionQuality,
+    binary_quality,
+    multiclass_quality,
+    regression_quality,
+)
 from collector.services import Actor
 
 
@@ -33,3 +56,121 @@ def registered_model_list(*, actor: Actor | None) -> QuerySet[RegisteredModel]:
     if actor is not None and actor.allowed_model_ids is not None:
         rows = rows.filter(pk__in=actor.allowed_model_ids)
     return rows
+
+
+@dataclass(frozen=True)
+class WindowQuality:
+    outcomes: int
+    accuracy: float | None
+    mae: float | None
+
+
+@dataclass(frozen=True)
+class VersionQuality:
+    model: str
+    version: str
+    task_type: str
+    predictions: int
+    outcomes: int
+    last_outcome_at: datetime | None
+    cells: dict[tuple[str, str], int]
+    binary: BinaryCounts | None
+    classification: ClassificationQuality | None
+    regression: RegressionQuality | None
+    windows: dict[str, WindowQuality]
+
+
+def _window(task_type: str, outcomes: int, correct: int, abs_error_sum: float) -> WindowQuality:
+    if not outcomes:
+        return WindowQuality(0, None, None)
+    if task_type == TaskType.REGRESSION:
+        return WindowQuality(outcomes, None, abs_error_sum / outcomes)
+    return WindowQuality(outcomes, correct / outcomes, None)
+
+
+def _last_hour_windows(version_ids: list[int]) -> dict[int, tuple[int, int, float]]:
+    since = (timezone.now() - timedelta(hours=1)).replace(second=0, microsecond=0)
+    rows = (
+        OutcomeMinute.objects.filter(model_version_id__in=version_ids, minute__gt=since)
+        .values("model_version_id")
+        .annotate(outcomes=Sum("outcomes"), correct=Sum("correct"), abs_error_sum=Sum("abs_error_sum"))
+    )
+    return {row["model_version_id"]: (row["outcomes"], row["correct"], row["abs_error_sum"]) for row in rows}
+
+
+def _last_outcomes_window(version_id: int, size: int) -> tuple[int, int, float]:
+    recent = (
+        Prediction.objects.filter(model_version_id=version_id, actual_recorded_at__isnull=False)
+        .order_by("-actual_recorded_at")
+        .values_list("is_correct", "error")[:size]
+    )
+    rows = list(recent)
+    return len(rows), sum(1 for correct, _ in rows if correct), sum(abs(error or 0.0) for _, error in rows)
+
+
+def _quality(
+    tally: VersionTally, cells: dict[tuple[str, str], int], windows: dict[str, WindowQuality]
+) -> VersionQuality:
+    version = tally.model_version
+    task_type = version.registered_model.task_type
+    binary = classification = regression = None
+    if tally.outcomes and task_type == TaskType.BINARY:
+        binary = BinaryCounts.from_cells(cells)
+        classification = binary_quality(binary)
+    elif tally.outcomes and task_type == TaskType.MULTICLASS:
+        classification = multiclass_quality(cells)
+    elif tally.outcomes and task_type == TaskType.GENERATIVE:
+        classification = ClassificationQuality(tally.correct / tally.outcomes, 0.0, 0.0, 0.0, per_class={})
+    elif tally.outcomes and task_type == TaskType.REGRESSION:
+        regression = regression_quality(tally.outcomes, tally.abs_error_sum, tally.squared_error_sum)
+    return VersionQuality(
+        model=version.registered_model.name,
+        version=version.version,
+        task_type=task_type,
+        predictions=tally.predictions,
+        outcomes=tally.outcomes,
+        last_outcome_at=tally.last_outcome_at,
+        cells=cells,
+        binary=binary,
+        classification=classification,
+        regression=regression,
+        windows=windows,
+    )
+
+
+def quality_list(
+    *, registered_model: RegisteredModel | None = None, version: str | None = None, with_windows: bool = True
+) -> list[VersionQuality]:
+    """Quality per model version from the counter tables: a handful of small queries, whatever the number of
+    predictions stored."""
+    tallies = VersionTally.objects.select_related("model_version__registered_model").order_by(
+        "model_version__registered_model__name", "model_version__created_at", "model_version_id"
+    )
+    if registered_model is not None:
+        tallies = tallies.filter(model_version__registered_model=registered_model)
+    if version is not None:
+        tallies = tallies.filter(model_version__version=version)
+    tallies = list(tallies)
+    version_ids = [tally.model_version_id for tally in tallies]
+    cells: dict[int, dict[tuple[str, str], int]] = {version_id: {} for version_id in version_ids}
+    for version_id, actual, predicted, count in ConfusionCell.objects.filter(
+        model_version_id__in=version_ids, count__gt=0
+    ).values_list("model_version_id", "actual_label", "predicted_label", "count"):
+        cells[version_id][(actual, predicted)] = count
+    last_hour = _last_hour_windows(version_ids) if with_windows else {}
+    size = settings.FEEDBACKHUB_WINDOW_OUTCOMES
+    result = []
+    for tally in tallies:
+        task_type = tally.model_version.registered_model.task_type
+        windows = {}
+        if with_windows and tally.outcomes:
+            windows[f"last_{size}"] = _window(task_type, *_last_outcomes_window(tally.model_version_id, size))
+            windows["last_1h"] = _window(task_type, *last_hour.get(tally.model_version_id, (0, 0, 0.0)))
+        result.append(_quality(tally, cells[tally.model_version_id], windows))
+    return result
+
+
+def feedback_counts() -> list[tuple[str, str, int]]:
+    """(model name, feedback kind, lifetime count) from the feedback tally."""
+    rows = FeedbackTally.objects.select_related("registered_model").order_by("registered_model__name", "kind")
+    return [(row.registered_model.name, row.kind, row.count) for row in rows]

@@ -9,6 +9,7 @@ import hmac
 import math
 import secrets
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from collector.counters import OutcomeChange, counters_record, counters_record_feedback
 from collector.labels import LabelError, infer_task_type, judge, label_for, outcome_key
 from collector.models import (
     MODEL_NAME_VALIDATOR,
@@ -386,6 +388,10 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
             _set_outcome(row, model.task_type, actual, now)
         rows.append(row)
     Prediction.objects.bulk_create(rows)
+    counters_record(
+        new_predictions=Counter(row.model_version_id for row in rows),
+        outcome_changes=[_outcome_change(row, +1) for row in rows if row.actual is not None],
+    )
     new_ids = {entry.index: row.pk for entry, row in zip(plan.new, rows, strict=True)}
     if pending:
         PendingOutcome.objects.filter(pk__in=[p.pk for p in pending.values()]).delete()
@@ -440,6 +446,18 @@ def _label_problem(model: RegisteredModel, error: LabelError) -> str:
     return (
         f"{error}; model '{model.name}' is registered as {model.task_type} "
         "(change its task type in the admin if that is wrong)"
+    )
+
+
+def _outcome_change(row: Prediction, sign: int) -> OutcomeChange:
+    return OutcomeChange(
+        model_version_id=row.model_version_id,
+        sign=sign,
+        actual_label=row.actual_label,
+        predicted_label=row.predicted_label,
+        is_correct=row.is_correct,
+        error=row.error,
+        recorded_at=row.actual_recorded_at,
     )
 
 
@@ -540,6 +558,7 @@ def _outcome_record_batch(items: Sequence[OutcomeIn], actor: Actor, single: bool
     results: list[OutcomeResult] = []
     changed: dict[int, Prediction] = {}
     revisions: list[OutcomeRevision] = []
+    counter_changes: list[OutcomeChange] = []
     pending: dict[tuple[int, str], Any] = {}
     event_lookup = dict(zip(event_positions, event_keys, strict=True))
     for index, item in enumerate(items):
@@ -565,10 +584,13 @@ def _outcome_record_batch(items: Sequence[OutcomeIn], actor: Actor, single: bool
             results.append(OutcomeResult("unchanged", row.pk, row.event_id))
             continue
         status = "recorded" if row.actual is None else "changed"
+        if row.actual is not None:
+            counter_changes.append(_outcome_change(row, -1))
         revisions.append(
             OutcomeRevision(prediction=row, previous_actual=row.actual, actual=item.actual, actor=actor.label)
         )
         _set_outcome(row, model.task_type, item.actual, now)
+        counter_changes.append(_outcome_change(row, +1))
         changed[row.pk] = row
         results.append(OutcomeResult(status, row.pk, row.event_id))
     _raise_if(problems, InvalidInput)
@@ -577,6 +599,7 @@ def _outcome_record_batch(items: Sequence[OutcomeIn], actor: Actor, single: bool
         list(changed.values()), ["actual", "actual_label", "is_correct", "error", "actual_recorded_at"]
     )
     OutcomeRevision.objects.bulk_create(revisions)
+    counters_record(new_predictions=Counter(), outcome_changes=counter_changes)
     for (model_id, event_id), actual in pending.items():
         PendingOutcome.objects.update_or_create(
             registered_model_id=model_id, event_id=event_id, defaults={"actual": actual, "actor": actor.label}
@@ -701,6 +724,7 @@ def _feedback_record_batch(items: Sequence[FeedbackIn], actor: Actor, single: bo
             )
         )
     Feedback.objects.bulk_create(rows)
+    counters_record_feedback(kinds=Counter((row.registered_model_id, row.kind) for row in rows))
     return _results(plan, keyed, {entry.index: row.pk for entry, row in zip(plan.new, rows, strict=True)})
 
 
@@ -768,3 +792,25 @@ def api_key_revoke(*, api_key: ApiKey) -> bool:
     """Revoke a key; False when it was already revoked."""
     updated = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     return updated == 1
+
+
+def binary_outcome_record(
+    *, model: str, version: str, prediction: int, actual: int, event_id: str, actor: Actor
+) -> Recorded:
+    """A binary prediction and its outcome at once (the seed monitor's `POST /feedback`)."""
+    name = _default_model_name(model)
+    registered = RegisteredModel.objects.filter(name=name).first()
+    if registered is not None and registered.task_type != TaskType.BINARY:
+        message = f"model '{name}' is registered as {registered.task_type}; /feedback counts binary models only"
+        raise InvalidInput(f"model: {message}", [FieldProblem("model", message)])
+    item = PredictionIn(
+        model=name,
+        version=version,
+        input={},
+        prediction=prediction,
+        actual=actual,
+        event_id=event_id,
+        task_type=TaskType.BINARY,
+    )
+    [recorded] = prediction_record_batch(items=[item], actor=actor, source=IngestSource.SEED_FEEDBACK, single=True)
+    return recorded

@@ -94,6 +94,12 @@ def _database_from_url(url: str) -> dict:
             "timeout": 30,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
         }
+    # django-prometheus' wrappers of the same backends count queries and errors for /metrics.
+    instrumented = {
+        "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+        "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    }
+    config["ENGINE"] = instrumented.get(config["ENGINE"], config["ENGINE"])
     return config
 
 
@@ -192,3 +198,5 @@ FEEDBACKHUB_AUTO_REGISTER = env_bool("FEEDBACKHUB_AUTO_REGISTER", "true")
 FEEDBACKHUB_MAX_BATCH = env_int("FEEDBACKHUB_MAX_BATCH", "1000", minimum=1)
 FEEDBACKHUB_MAX_BODY_BYTES = env_int("FEEDBACKHUB_MAX_BODY_BYTES", str(5 * 1024 * 1024), minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FEEDBACKHUB_MAX_BODY_BYTES
+FEEDBACKHUB_WINDOW_OUTCOMES = env_int("FEEDBACKHUB_WINDOW_OUTCOMES", "1000", minimum=1)
+FEEDBACKHUB_METRICS_TOKEN = env_str("FEEDBACKHUB_METRICS_TOKEN", "")

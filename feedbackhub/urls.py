@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from loop.api.views import LogFeedbackView
+from collector.metrics import metrics_view
+from loop.api.views import LogFeedbackView, SeedFeedbackView
 
 admin.site.site_header = "FeedbackHub"
 admin.site.site_title = "FeedbackHub admin"
@@ -14,7 +15,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("log-feedback", LogFeedbackView.as_view(), name="log-feedback"),
-    path("", include("django_prometheus.urls")),
+    path("feedback", SeedFeedbackView.as_view(), name="seed-feedback"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 handler404 = "feedbackhub.api_errors.not_found"

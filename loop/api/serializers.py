@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from collector.models import Feedback, FeedbackKind, Prediction, RegisteredModel, TaskType
@@ -167,3 +168,89 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
 
     def get_versions(self, obj: RegisteredModel) -> list[str]:
         return [version.version for version in obj.versions.all()]
+
+
+@extend_schema_field({"type": "integer", "minimum": 0, "maximum": 1})
+class BinaryDigitField(serializers.Field):
+    """Exactly the JSON number 0 or 1: not true, "1", 1.0 or null."""
+
+    default_error_messages = {"invalid": "Must be the number 0 or 1, not {value!r}."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int) or data not in (0, 1):
+            self.fail("invalid", value=data)
+        return data
+
+    def to_representation(self, value: int) -> int:
+        return value
+
+
+class SeedFeedbackInSerializer(serializers.Serializer):
+    """The body of the seed monitor's `POST /feedback`: one binary prediction and its outcome."""
+
+    prediction = BinaryDigitField()
+    actual = BinaryDigitField()
+    model = serializers.CharField(max_length=100, required=False, default="")
+    version = serializers.CharField(max_length=100, required=False, default="unversioned")
+    event_id = _event_id_field("Client id of the event; a retry with the same id is counted once.")
+
+
+class BinaryCountsSerializer(serializers.Serializer):
+    true_positives = serializers.IntegerField()
+    true_negatives = serializers.IntegerField()
+    false_positives = serializers.IntegerField()
+    false_negatives = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class QualityFiguresSerializer(serializers.Serializer):
+    accuracy = serializers.FloatField(allow_null=True)
+    precision = serializers.FloatField(allow_null=True)
+    recall = serializers.FloatField(allow_null=True)
+    f1 = serializers.FloatField(allow_null=True)
+    mae = serializers.FloatField(allow_null=True)
+    rmse = serializers.FloatField(allow_null=True)
+
+
+class SeedFeedbackOutSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    version = serializers.CharField()
+    counts = BinaryCountsSerializer()
+    metrics = QualityFiguresSerializer()
+
+
+class ClassScoresSerializer(serializers.Serializer):
+    precision = serializers.FloatField()
+    recall = serializers.FloatField()
+    f1 = serializers.FloatField()
+    support = serializers.IntegerField()
+
+
+class ConfusionCellSerializer(serializers.Serializer):
+    actual = serializers.CharField()
+    predicted = serializers.CharField()
+    count = serializers.IntegerField()
+
+
+class WindowSerializer(serializers.Serializer):
+    outcomes = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+    mae = serializers.FloatField(allow_null=True)
+
+
+class VersionQualitySerializer(serializers.Serializer):
+    version = serializers.CharField()
+    predictions = serializers.IntegerField()
+    outcomes = serializers.IntegerField()
+    last_outcome_at = serializers.DateTimeField(allow_null=True)
+    counts = BinaryCountsSerializer(allow_null=True, help_text="Binary models only.")
+    confusion_matrix = ConfusionCellSerializer(many=True)
+    metrics = QualityFiguresSerializer(allow_null=True, help_text="Null until the first outcome.")
+    per_class = serializers.DictField(child=ClassScoresSerializer(), help_text="Multiclass models only.")
+    windows = serializers.DictField(child=WindowSerializer())
+
+
+class ModelQualitySerializer(serializers.Serializer):
+    model = serializers.CharField()
+    task_type = serializers.CharField()
+    versions = VersionQualitySerializer(many=True)

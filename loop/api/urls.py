@@ -6,6 +6,7 @@ app_name = "api"
 
 urlpatterns = [
     path("models/", views.RegisteredModelsView.as_view(), name="models"),
+    path("models/<str:name>/metrics/", views.ModelMetricsView.as_view(), name="model-metrics"),
     path("predictions/", views.PredictionsView.as_view(), name="predictions"),
     path("predictions/<int:pk>/", views.PredictionDetailView.as_view(), name="prediction-detail"),
     path("predictions/<int:pk>/outcome/", views.PredictionOutcomeView.as_view(), name="prediction-outcome"),

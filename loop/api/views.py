@@ -3,7 +3,7 @@
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -15,6 +15,7 @@ from collector.models import ApiKey, IngestSource
 from feedbackhub.errors import FieldProblem, InvalidInput, NotFound, PayloadTooLarge
 from loop.api import serializers as api
 from loop.api.filters import FeedbackFilter, PredictionFilter
+from loop.api.quality import counts_data, metrics_data, version_quality_data
 from loop.api.schema import ApiKeyScheme  # noqa: F401  (registers the scheme with drf-spectacular)
 
 ERRORS = {
@@ -248,3 +249,70 @@ class LogFeedbackView(APIView):
         )
         body = {"message": "Feedback logged successfully", "id": result.id}
         return Response(body, status=201 if result.created else 200)
+
+
+class SeedFeedbackView(APIView):
+    """The seed monitor's endpoint: a binary prediction with its outcome, answered with the updated counts."""
+
+    @extend_schema(
+        summary="Count a binary prediction and its outcome (seed-compatible)",
+        description=(
+            "`prediction` and `actual` must each be the number 0 or 1. Counts go to `model` (default: "
+            "FEEDBACKHUB_DEFAULT_MODEL) and `version` (default `unversioned`), which must be binary."
+        ),
+        request=api.SeedFeedbackInSerializer,
+        responses={200: api.SeedFeedbackOutSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            problem = FieldProblem("body", "expected a JSON object with prediction and actual")
+            raise InvalidInput(f"body: {problem.message}", [problem])
+        serializer = api.SeedFeedbackInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        services.binary_outcome_record(
+            model=data["model"],
+            version=data["version"],
+            prediction=data["prediction"],
+            actual=data["actual"],
+            event_id=data.get("event_id", ""),
+            actor=_writer(request),
+        )
+        model = selectors.registered_model_list(actor=None).get(
+            name=data["model"] or settings.FEEDBACKHUB_DEFAULT_MODEL
+        )
+        [quality] = selectors.quality_list(registered_model=model, version=data["version"], with_windows=False)
+        body = {
+            "model": quality.model,
+            "version": quality.version,
+            "counts": counts_data(quality),
+            "metrics": metrics_data(quality),
+        }
+        return Response(body)
+
+
+class ModelMetricsView(APIView):
+    @extend_schema(
+        summary="Quality of a model, per version",
+        description=(
+            "Counts, accuracy/precision/recall/F1 (or MAE/RMSE), per-class scores and rolling windows "
+            "(the last FEEDBACKHUB_WINDOW_OUTCOMES outcomes and the last hour), from counters kept at write time."
+        ),
+        parameters=[OpenApiParameter("version", str, description="Only this version.")],
+        responses={200: api.ModelQualitySerializer, 404: OpenApiResponse(description="No such model or version.")},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        model = selectors.registered_model_list(actor=_reader(request)).filter(name=name).first()
+        if model is None:
+            raise NotFound(f"no model named '{name}'", [FieldProblem("name", f"no model named '{name}'")])
+        version = request.query_params.get("version")
+        if version is not None and not model.versions.filter(version=version).exists():
+            message = f"model '{name}' has no version '{version}'"
+            raise NotFound(message, [FieldProblem("version", message)])
+        qualities = selectors.quality_list(registered_model=model, version=version)
+        body = {
+            "model": model.name,
+            "task_type": model.task_type,
+            "versions": [version_quality_data(quality) for quality in qualities],
+        }
+        return Response(body)

@@ -1,0 +1,133 @@
+"""The hub's `/metrics`: django-prometheus' process metrics plus model quality read from the counter tables.
+
+Quality is read from the database at scrape time, so every web process answers the same numbers, and they
+survive restarts. Under gunicorn, PROMETHEUS_MULTIPROC_DIR makes the request metrics add up across workers.
+"""
+
+import hmac
+import os
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from collector import selectors
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+VERSION_LABELS = ["model", "version"]
+
+
+class _ThisProcess(Collector):
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+class QualityCollector(Collector):
+    """Confusion counts and quality per model version, feedback counts per model and kind."""
+
+    def describe(self) -> list[Metric]:
+        return []  # no database query when the collector is registered
+
+    def collect(self) -> Iterator[Metric]:
+        qualities = selectors.quality_list()
+        yield from self._counts(qualities)
+        yield from self._quality(qualities)
+        yield from self._windows(qualities)
+        feedback = CounterMetricFamily("model_feedback", "Human feedback received, by kind.", labels=["model", "kind"])
+        for model, kind, count in selectors.feedback_counts():
+            feedback.add_metric([model, kind], count)
+        yield feedback
+
+    def _counts(self, qualities: list[selectors.VersionQuality]) -> Iterator[Metric]:
+        names = {
+            "true_positives": ("true_positives", "Binary outcomes 1 predicted as 1."),
+            "true_negatives": ("true_negatives", "Binary outcomes 0 predicted as 0."),
+            "false_positives": ("false_positives", "Binary outcomes 0 predicted as 1."),
+            "false_negatives": ("false_negatives", "Binary outcomes 1 predicted as 0."),
+        }
+        families = {key: CounterMetricFamily(name, text, labels=VERSION_LABELS) for key, (name, text) in names.items()}
+        predictions = CounterMetricFamily("model_predictions", "Predictions recorded.", labels=VERSION_LABELS)
+        outcomes = CounterMetricFamily("model_outcomes", "Predictions whose outcome is known.", labels=VERSION_LABELS)
+        last_outcome = GaugeMetricFamily(
+            "model_last_outcome_timestamp_seconds", "When the last outcome was recorded.", labels=VERSION_LABELS
+        )
+        for quality in qualities:
+            labels = [quality.model, quality.version]
+            predictions.add_metric(labels, quality.predictions)
+            outcomes.add_metric(labels, quality.outcomes)
+            if quality.last_outcome_at is not None:
+                last_outcome.add_metric(labels, quality.last_outcome_at.timestamp())
+            if quality.binary is not None:
+                for key, family in families.items():
+                    family.add_metric(labels, getattr(quality.binary, key))
+        yield from families.values()
+        yield from (predictions, outcomes, last_outcome)
+
+    def _quality(self, qualities: list[selectors.VersionQuality]) -> Iterator[Metric]:
+        def gauge(name: str, text: str, labels: list[str] = VERSION_LABELS) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, text, labels=labels)
+
+        accuracy = gauge("model_accuracy", "Share of outcomes predicted right.")
+        precision = gauge("model_precision", "Precision (binary: of class 1; multiclass: macro average).")
+        recall = gauge("model_recall", "Recall (binary: of class 1; multiclass: macro average).")
+        f1 = gauge("model_f1_score", "F1 score (binary: of class 1; multiclass: macro average).")
+        class_labels = [*VERSION_LABELS, "class"]
+        class_precision = gauge("model_class_precision", "Precision of one class (multiclass).", class_labels)
+        class_recall = gauge("model_class_recall", "Recall of one class (multiclass).", class_labels)
+        class_f1 = gauge("model_class_f1_score", "F1 score of one class (multiclass).", class_labels)
+        mae = gauge("model_mae", "Mean absolute error (regression).")
+        rmse = gauge("model_rmse", "Root mean squared error (regression).")
+        for quality in qualities:
+            labels = [quality.model, quality.version]
+            if quality.classification is not None:
+                accuracy.add_metric(labels, quality.classification.accuracy)
+                if quality.task_type != "generative":
+                    precision.add_metric(labels, quality.classification.precision)
+                    recall.add_metric(labels, quality.classification.recall)
+                    f1.add_metric(labels, quality.classification.f1)
+                for label, scores in quality.classification.per_class.items():
+                    class_precision.add_metric([*labels, label], scores.precision)
+                    class_recall.add_metric([*labels, label], scores.recall)
+                    class_f1.add_metric([*labels, label], scores.f1)
+            if quality.regression is not None:
+                mae.add_metric(labels, quality.regression.mae)
+                rmse.add_metric(labels, quality.regression.rmse)
+        yield from (accuracy, precision, recall, f1, class_precision, class_recall, class_f1, mae, rmse)
+
+    def _windows(self, qualities: list[selectors.VersionQuality]) -> Iterator[Metric]:
+        labels = [*VERSION_LABELS, "window"]
+        accuracy = GaugeMetricFamily("model_window_accuracy", "Accuracy over a recent window.", labels=labels)
+        mae = GaugeMetricFamily("model_window_mae", "Mean absolute error over a recent window.", labels=labels)
+        for quality in qualities:
+            for window, figures in quality.windows.items():
+                if figures.accuracy is not None:
+                    accuracy.add_metric([quality.model, quality.version, window], figures.accuracy)
+                if figures.mae is not None:
+                    mae.add_metric([quality.model, quality.version, window], figures.mae)
+        yield from (accuracy, mae)
+
+
+def _authorised(request: HttpRequest) -> bool:
+    token = settings.FEEDBACKHUB_METRICS_TOKEN
+    if not token:
+        return True
+    sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(sent.encode(), token.encode())
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not _authorised(request):
+        response = HttpResponse("Send 'Authorization: Bearer <FEEDBACKHUB_METRICS_TOKEN>'.\n", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    registry = CollectorRegistry(auto_describe=False)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:
+        registry.register(_ThisProcess())
+    registry.register(QualityCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE)
