@@ -1,5 +1,6 @@
 """FeedbackHub settings: every deployment knob comes from the environment (see README, "Configuration")."""
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -94,6 +95,8 @@ def _database_from_url(url: str) -> dict:
             "timeout": 30,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
         }
+        # Tests use a file too (not Django's in-memory default), so they see the same locking as production.
+        config["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
     # django-prometheus' wrappers of the same backends count queries and errors for /metrics.
     instrumented = {
         "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
