@@ -79,11 +79,18 @@ class QualityCollector(Collector):
         class_precision = gauge("model_class_precision", "Precision of one class (multiclass).", class_labels)
         class_recall = gauge("model_class_recall", "Recall of one class (multiclass).", class_labels)
         class_f1 = gauge("model_class_f1_score", "F1 score of one class (multiclass).", class_labels)
+        previous = gauge(
+            "model_previous_version_accuracy", "Accuracy of the model's version registered before this one."
+        )
         mae = gauge("model_mae", "Mean absolute error (regression).")
         rmse = gauge("model_rmse", "Root mean squared error (regression).")
-        for quality in qualities:
+        earlier: dict[str, float] = {}
+        for quality in qualities:  # ordered by model, then version creation
             labels = [quality.model, quality.version]
+            if quality.model in earlier:
+                previous.add_metric(labels, earlier[quality.model])
             if quality.classification is not None:
+                earlier[quality.model] = quality.classification.accuracy
                 accuracy.add_metric(labels, quality.classification.accuracy)
                 if quality.task_type != "generative":
                     precision.add_metric(labels, quality.classification.precision)
@@ -96,7 +103,7 @@ class QualityCollector(Collector):
             if quality.regression is not None:
                 mae.add_metric(labels, quality.regression.mae)
                 rmse.add_metric(labels, quality.regression.rmse)
-        yield from (accuracy, precision, recall, f1, class_precision, class_recall, class_f1, mae, rmse)
+        yield from (accuracy, precision, recall, f1, class_precision, class_recall, class_f1, previous, mae, rmse)
 
     def _windows(self, qualities: list[selectors.VersionQuality]) -> Iterator[Metric]:
         labels = [*VERSION_LABELS, "window"]
