@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import Count, F, Func, Max, Q, Sum
+from django.db.models.functions import Coalesce, TruncMinute
 
-from collector.models import ConfusionCell, FeedbackTally, OutcomeMinute, VersionTally
+from collector.models import ConfusionCell, FeedbackTally, ModelVersion, OutcomeMinute, Prediction, VersionTally
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,61 @@ def counters_record_feedback(*, kinds: Counter[tuple[int, str]]) -> None:
         ["count"],
         [(model_id, kind, count) for (model_id, kind), count in kinds.items()],
     )
+
+
+def counters_rebuild(*, model_version_ids: Sequence[int] | None = None) -> int:
+    """Recompute the counters of these versions (all when None) from the stored predictions.
+
+    For an operator who edited rows by hand, or loaded them around the services. Retention purges delete
+    predictions but not their counts, so a rebuild after a purge counts only what is left. Returns the number
+    of versions rebuilt.
+    """
+    versions = ModelVersion.objects.all()
+    if model_version_ids is not None:
+        versions = versions.filter(pk__in=model_version_ids)
+    version_ids = list(versions.values_list("pk", flat=True))
+    with transaction.atomic():
+        for model in (VersionTally, ConfusionCell, OutcomeMinute):
+            model.objects.filter(model_version_id__in=version_ids).delete()
+        predictions = Prediction.objects.filter(model_version_id__in=version_ids)
+        labelled = predictions.filter(actual__isnull=False)
+        absolute = Func(F("error"), function="ABS")
+        squared = F("error") * F("error")
+        tallies = {
+            row["model_version_id"]: row
+            for row in labelled.values("model_version_id").annotate(
+                outcomes=Count("pk"),
+                correct=Count("pk", filter=Q(is_correct=True)),
+                error_sum=Coalesce(Sum("error"), 0.0),
+                abs_error_sum=Coalesce(Sum(absolute), 0.0),
+                squared_error_sum=Coalesce(Sum(squared), 0.0),
+                last_outcome_at=Max("actual_recorded_at"),
+            )
+        }
+        VersionTally.objects.bulk_create(
+            VersionTally(
+                model_version_id=row["model_version_id"],
+                predictions=row["predictions"],
+                **{k: v for k, v in tallies.get(row["model_version_id"], {}).items() if k != "model_version_id"},
+            )
+            for row in predictions.values("model_version_id").annotate(predictions=Count("pk"))
+        )
+        ConfusionCell.objects.bulk_create(
+            ConfusionCell(**row)
+            for row in labelled.exclude(actual_label="")
+            .exclude(predicted_label="")
+            .values("model_version_id", "actual_label", "predicted_label")
+            .annotate(count=Count("pk"))
+        )
+        OutcomeMinute.objects.bulk_create(
+            OutcomeMinute(**row)
+            for row in labelled.annotate(minute=TruncMinute("actual_recorded_at"))
+            .values("model_version_id", "minute")
+            .annotate(
+                outcomes=Count("pk"),
+                correct=Count("pk", filter=Q(is_correct=True)),
+                abs_error_sum=Coalesce(Sum(absolute), 0.0),
+                squared_error_sum=Coalesce(Sum(squared), 0.0),
+            )
+        )
+    return len(version_ids)

@@ -1,7 +1,9 @@
 import math
 import random
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import (
     accuracy_score,
@@ -12,7 +14,7 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from collector.models import ConfusionCell, Prediction, VersionTally
+from collector.models import ConfusionCell, OutcomeMinute, Prediction, VersionTally
 from tests.conftest import ApiClient, prediction_body
 
 pytestmark = pytest.mark.django_db
@@ -260,3 +262,38 @@ def test_counter_rows_never_hold_negative_counts(api: ApiClient) -> None:
 
     assert not ConfusionCell.objects.filter(count__lt=0).exists()
     assert not VersionTally.objects.filter(outcomes__lt=0).exists()
+
+
+def counter_state() -> tuple[list, list, list]:
+    tallies = list(
+        VersionTally.objects.order_by("model_version_id").values_list(
+            "model_version_id", "predictions", "outcomes", "correct", "last_outcome_at"
+        )
+    )
+    sums = [
+        tuple(round(value, 6) for value in row)
+        for row in VersionTally.objects.order_by("model_version_id").values_list(
+            "error_sum", "abs_error_sum", "squared_error_sum"
+        )
+    ]
+    cells = sorted(
+        ConfusionCell.objects.filter(count__gt=0).values_list(
+            "model_version_id", "actual_label", "predicted_label", "count"
+        )
+    )
+    return tallies, sums, cells
+
+
+def test_rebuilding_the_counters_from_the_rows_gives_what_was_kept_incrementally(api: ApiClient) -> None:
+    random_traffic(api, "churn", "binary", lambda rng: rng.choice([0, 1]), 150, seed=13)
+    random_traffic(api, "topics", "multiclass", lambda rng: rng.choice(["a", "b", "c"]), 150, seed=17)
+    random_traffic(api, "price", "regression", lambda rng: round(rng.uniform(0, 10), 1), 150, seed=19)
+    kept = counter_state()
+    minutes = sorted(OutcomeMinute.objects.filter(outcomes__gt=0).values_list("model_version_id", "minute", "outcomes"))
+
+    out = StringIO()
+    call_command("rebuild_quality_counters", stdout=out)
+
+    assert counter_state() == kept
+    assert sorted(OutcomeMinute.objects.values_list("model_version_id", "minute", "outcomes")) == minutes
+    assert "Rebuilt the counters of 6 model version(s)." in out.getvalue()
