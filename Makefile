@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench clean
 
 $(VENV)/.installed-run: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) was not found: install Python 3.11, or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -39,6 +39,10 @@ test: lint
 	else \
 		echo "== PostgreSQL is not reachable at $(PG_TEST_URL): its run is skipped (CI=true makes it mandatory)."; \
 	fi
+
+# Benchmarks print markdown tables for the README; each compares against a baseline measured in the same run.
+bench: $(VENV)/.installed-dev
+	$(PY) tests/benchmarks/bench_scrape.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,104 @@
+"""`/metrics` scrape time with 1,000 and with 1,000,000 predictions stored (goal: ratio at most 1.2).
+
+Run with `make bench`. Uses a throwaway SQLite database under a temporary FEEDBACKHUB_VAR_DIR (or DATABASE_URL
+when set). Rows are loaded with executemany and the counters rebuilt from them, which is much faster than the API
+and leaves the same tables; the scrape is what is measured.
+"""
+
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("FEEDBACKHUB_VAR_DIR", tempfile.mkdtemp(prefix="feedbackhub-bench-"))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedbackhub.settings")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.test import Client  # noqa: E402
+
+from collector.counters import counters_rebuild  # noqa: E402
+from collector.models import ModelVersion, Prediction, RegisteredModel  # noqa: E402
+
+SCRAPES = 40
+CHUNK = 20_000
+COLUMNS = [
+    "registered_model_id", "model_version_id", "event_id", "created_at", "received_at", "source", "input",
+    "prediction", "predicted_label", "actual", "actual_label", "actual_recorded_at", "is_correct", "latency_ms",
+    "confidence", "interaction_id", "attributes", "payload_sha256",
+]  # fmt: skip
+
+
+def load(version: ModelVersion, start: int, stop: int, rng: random.Random) -> None:
+    table = Prediction._meta.db_table
+    sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"  # noqa: S608
+    adapt = connection.ops.adapt_datetimefield_value
+    now = datetime.now(UTC)
+    for first in range(start, stop, CHUNK):
+        rows = []
+        for n in range(first, min(first + CHUNK, stop)):
+            predicted = rng.choice("01")
+            labelled = n % 2 == 0
+            actual = rng.choice("01") if labelled else None
+            moment = adapt(now - timedelta(seconds=rng.uniform(0, 7200)))
+            rows.append((
+                version.registered_model_id, version.pk, f"bench-{n}", moment, moment, "api",
+                json.dumps({"tenure": n % 48, "plan": "basic"}), json.dumps(int(predicted)), predicted,
+                json.dumps(int(actual)) if labelled else None, actual or "", moment if labelled else None,
+                (actual == predicted) if labelled else None, 5.0, 0.7, "", "{}", "0" * 64,
+            ))  # fmt: skip
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+        print(f"  loaded {min(first + CHUNK, stop):,} / {stop:,} predictions", file=sys.stderr, flush=True)
+    counters_rebuild(model_version_ids=[version.pk])
+
+
+def scrape_times(client: Client) -> list[float]:
+    for _ in range(5):
+        assert client.get("/metrics").status_code == 200
+    times = []
+    for _ in range(SCRAPES):
+        started = time.perf_counter()
+        response = client.get("/metrics")
+        times.append((time.perf_counter() - started) * 1000)
+        assert b'model_accuracy{model="bench"' in response.content
+    return times
+
+
+def main() -> None:
+    call_command("migrate", verbosity=0)
+    model = RegisteredModel.objects.create(name="bench", task_type="binary")
+    version = ModelVersion.objects.create(registered_model=model, version="v1")
+    rng = random.Random(42)
+    client = Client()
+    results = []
+    stored = 0
+    for target in (1_000, 1_000_000):
+        load(version, stored, target, rng)
+        stored = target
+        times = scrape_times(client)
+        results.append((target, statistics.median(times), statistics.quantiles(times, n=20)[-1]))
+    baseline = results[0][1]
+    print(f"\n/metrics scrape time ({connection.vendor}, median of {SCRAPES} scrapes)\n")
+    print("| predictions stored | median ms | p95 ms | ratio to 1,000 |")
+    print("|---:|---:|---:|---:|")
+    for stored, median, p95 in results:
+        print(f"| {stored:,} | {median:.2f} | {p95:.2f} | {median / baseline:.2f} |")
+    ratio = results[-1][1] / baseline
+    print(f"\nGoal: ratio at most 1.2 -> {'met' if ratio <= 1.2 else 'NOT met'} ({ratio:.2f})")
+
+
+if __name__ == "__main__":
+    main()
