@@ -55,10 +55,21 @@ class ModelVersionInline(admin.TabularInline):
 
 @admin.register(RegisteredModel)
 class RegisteredModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "task_type", "created_at"]
+    list_display = ["name", "task_type", "retention_days", "created_at"]
     list_filter = ["task_type"]
     search_fields = ["name"]
     inlines = [ModelVersionInline]
+    fieldsets = [
+        (None, {"fields": ["name", "task_type", "description", "created_at"]}),
+        (
+            "Personal data",
+            {
+                "description": "Applied before anything sent for this model is stored.",
+                "fields": ["pii_mask_emails", "pii_mask_cards", "pii_drop_keys", "pii_hash_keys", "pii_patterns"],
+            },
+        ),
+        ("Retention", {"fields": ["retention_days"]}),
+    ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: RegisteredModel | None = None) -> list[str]:
         return ["name", "created_at"] if obj else ["created_at"]

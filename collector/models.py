@@ -4,9 +4,14 @@ Migrations in collector/migrations are the only way this schema changes. Free-fo
 keep go into `Prediction.attributes` (JSON), not into new columns.
 """
 
+import re
+
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+
+from collector.redaction import RedactionPolicy
 
 MODEL_NAME_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
@@ -21,17 +26,69 @@ class TaskType(models.TextChoices):
     GENERATIVE = "generative", "Generative (free text)"
 
 
+def _validate_key_list(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValidationError('Give a list of key names or dotted paths, e.g. ["ssn", "input.user.phone"].')
+
+
+def _validate_patterns(value: object) -> None:
+    if not isinstance(value, list):
+        raise ValidationError('Give a list like [{"name": "phone", "pattern": "\\+?\\d[\\d -]{7,}\\d"}].')
+    for item in value:
+        if not isinstance(item, dict) or set(item) != {"name", "pattern"}:
+            raise ValidationError('Each pattern is {"name": ..., "pattern": ...}.')
+        try:
+            re.compile(item["pattern"])
+        except (re.error, TypeError) as error:
+            raise ValidationError(f"Pattern {item.get('name')!r} is not a regular expression: {error}") from None
+
+
 class RegisteredModel(models.Model):
     name = models.CharField(max_length=100, unique=True, validators=[MODEL_NAME_VALIDATOR])
     task_type = models.CharField(max_length=20, choices=TaskType.choices)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    pii_mask_emails = models.BooleanField("mask e-mail addresses", default=True)
+    pii_mask_cards = models.BooleanField("mask payment card numbers", default=True)
+    pii_drop_keys = models.JSONField(
+        "keys to drop",
+        default=list,
+        blank=True,
+        validators=[_validate_key_list],
+        help_text='Key names (anywhere) or dotted paths whose values are never stored, e.g. ["ssn", "input.dob"].',
+    )
+    pii_hash_keys = models.JSONField(
+        "keys to hash",
+        default=list,
+        blank=True,
+        validators=[_validate_key_list],
+        help_text="Like keys to drop, but the value is replaced by a keyed hash, so equal values stay equal.",
+    )
+    pii_patterns = models.JSONField(
+        "more patterns to mask",
+        default=list,
+        blank=True,
+        validators=[_validate_patterns],
+        help_text='Regular expressions, e.g. [{"name": "phone", "pattern": "\\+?\\d[\\d ()-]{7,}\\d"}].',
+    )
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Delete predictions and feedback older than this. Empty: keep forever."
+    )
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def redaction_policy(self) -> "RedactionPolicy":
+        return RedactionPolicy.from_settings(
+            mask_emails=self.pii_mask_emails,
+            mask_cards=self.pii_mask_cards,
+            drop_keys=self.pii_drop_keys,
+            hash_keys=self.pii_hash_keys,
+            patterns=self.pii_patterns,
+        )
 
 
 class ModelVersion(models.Model):

@@ -10,8 +10,8 @@ import math
 import secrets
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -37,6 +37,7 @@ from collector.models import (
     TaskType,
 )
 from collector.payloads import fingerprint, storable_problem
+from collector.redaction import RedactionPolicy
 from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput, NotFound, problems_summary
 
 T = TypeVar("T")
@@ -335,6 +336,8 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
         paths=[path(index, "model") for index in range(len(items))],
         task_types=[item.task_type or infer_task_type(item.prediction) for item in items],
     )
+    policies = _policies(models.values())
+    items = [_masked_prediction(item, policies[models[names[i]].pk]) for i, item in enumerate(items)]
     predicted_labels: list[str] = []
     judgements: list[Any] = []
     for index, item in enumerate(items):
@@ -423,6 +426,21 @@ def _prediction_value_problems(item: PredictionIn) -> list[tuple[str, str]]:
         if found:
             problems.append(found)
     return problems
+
+
+def _policies(models: Iterable[RegisteredModel]) -> dict[int, RedactionPolicy]:
+    return {model.pk: model.redaction_policy() for model in models}
+
+
+def _masked_prediction(item: PredictionIn, policy: RedactionPolicy) -> PredictionIn:
+    return replace(
+        item,
+        input=policy.value(item.input, "input"),
+        prediction=policy.value(item.prediction, "prediction"),
+        actual=policy.value(item.actual, "actual"),
+        attributes=policy.value(item.attributes, "attributes"),
+        interaction_id=policy.text(item.interaction_id),
+    )
 
 
 def _prediction_sha(model_name: str, item: PredictionIn) -> str:
@@ -538,6 +556,17 @@ def _outcome_record_batch(items: Sequence[OutcomeIn], actor: Actor, single: bool
             forbidden.append(FieldProblem(path(index, "prediction_id"), message))
     _raise_if(forbidden, Forbidden)
 
+    policies = _policies(models_by_id.values())
+    model_of_item = [
+        predictions[item.prediction_id].registered_model_id
+        if item.prediction_id is not None
+        else models_by_name[_default_model_name(item.model)].pk
+        for item in items
+    ]
+    items = [
+        replace(item, actual=policies[model_of_item[index]].value(item.actual, "actual"))
+        for index, item in enumerate(items)
+    ]
     event_keys = [
         (models_by_name[name].pk, items[i].event_id) for i, name in zip(event_positions, event_names, strict=True)
     ]
@@ -681,6 +710,8 @@ def _feedback_record_batch(items: Sequence[FeedbackIn], actor: Actor, single: bo
             )
     _raise_if(problems, InvalidInput)
     models = _resolve_models(names, actor, paths=[path(i, "model") for i in range(len(items))])
+    policies = _policies(models.values())
+    items = [_masked_feedback(item, policies[models[names[i]].pk]) for i, item in enumerate(items)]
 
     by_event: dict[tuple[int, str], Prediction] = {}
     for index, item in enumerate(items):
@@ -726,6 +757,15 @@ def _feedback_record_batch(items: Sequence[FeedbackIn], actor: Actor, single: bo
     Feedback.objects.bulk_create(rows)
     counters_record_feedback(kinds=Counter((row.registered_model_id, row.kind) for row in rows))
     return _results(plan, keyed, {entry.index: row.pk for entry, row in zip(plan.new, rows, strict=True)})
+
+
+def _masked_feedback(item: FeedbackIn, policy: RedactionPolicy) -> FeedbackIn:
+    return replace(
+        item,
+        value=policy.value(item.value, "value"),
+        comment=policy.text(item.comment),
+        interaction_id=policy.text(item.interaction_id),
+    )
 
 
 def _feedback_sha(model_name: str, item: FeedbackIn) -> str:

@@ -1,0 +1,105 @@
+"""PII masking, applied by the services to everything a client sends before any of it is stored.
+
+Each masked value becomes `[masked:<kind>:<tag>]`: visibly masked, and the tag (an HMAC of the value under the
+site's SECRET_KEY) keeps equal values equal, so grouping by a masked id still works without revealing it.
+"""
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+MARKER_PREFIX = "[masked:"
+
+
+def _tag(value: str) -> str:
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"feedbackhub-pii:{value}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:12]
+
+
+def marker(kind: str, value: str) -> str:
+    return f"{MARKER_PREFIX}{kind}:{_tag(value)}]"
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        number = int(digit)
+        if position % 2:
+            number = number * 2 - 9 if number > 4 else number * 2
+        total += number
+    return total % 10 == 0
+
+
+def _mask_card(match: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", match.group())
+    return marker("card", digits) if luhn_valid(digits) else match.group()
+
+
+@dataclass(frozen=True)
+class RedactionPolicy:
+    mask_emails: bool = True
+    mask_cards: bool = True
+    drop_keys: frozenset[str] = frozenset()
+    hash_keys: frozenset[str] = frozenset()
+    patterns: tuple[tuple[str, re.Pattern[str]], ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_settings(
+        cls,
+        *,
+        mask_emails: bool,
+        mask_cards: bool,
+        drop_keys: Iterable[str],
+        hash_keys: Iterable[str],
+        patterns: Iterable[dict[str, str]],
+    ) -> "RedactionPolicy":
+        return cls(
+            mask_emails=mask_emails,
+            mask_cards=mask_cards,
+            drop_keys=frozenset(drop_keys),
+            hash_keys=frozenset(hash_keys),
+            patterns=tuple((p["name"], re.compile(p["pattern"])) for p in patterns),
+        )
+
+    def text(self, value: str) -> str:
+        if self.mask_emails and "@" in value:
+            value = EMAIL.sub(lambda m: marker("email", m.group()), value)
+        if self.mask_cards:
+            value = CARD_CANDIDATE.sub(_mask_card, value)
+        for name, pattern in self.patterns:
+            value = pattern.sub(lambda m, name=name: marker(name, m.group()), value)
+        return value
+
+    def _key_rule(self, key: str, path: str) -> str | None:
+        if key in self.drop_keys or path in self.drop_keys:
+            return "dropped"
+        if key in self.hash_keys or path in self.hash_keys:
+            return "hash"
+        return None
+
+    def value(self, value: Any, path: str) -> Any:
+        """`value` with PII masked; `path` names it for key rules ("input", "attributes.user.email", ...)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self.value(item, path) for item in value]
+        if isinstance(value, dict):
+            masked = {}
+            for key, item in value.items():
+                child = f"{path}.{key}"
+                rule = self._key_rule(str(key), child)
+                if rule == "dropped":
+                    masked[key] = marker("dropped", str(item))
+                elif rule == "hash":
+                    masked[key] = marker("hash", str(item))
+                else:
+                    masked[key] = self.value(item, child)
+            return masked
+        return value
