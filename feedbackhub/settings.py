@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from feedbackhub.env import env_bool, env_int, env_list, env_str, generated_secret
@@ -193,6 +194,13 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", "1800", minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 60)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Installed into the database scheduler when beat starts; edit times in the admin (Periodic tasks).
+CELERY_BEAT_SCHEDULE = {
+    "purge-expired-predictions": {
+        "task": "collector.tasks.purge_expired_predictions",
+        "schedule": crontab(minute=17, hour=3),
+    },
+}
 CELERY_TIMEZONE = TIME_ZONE
 
 # FeedbackHub's own knobs.
@@ -203,3 +211,5 @@ FEEDBACKHUB_MAX_BODY_BYTES = env_int("FEEDBACKHUB_MAX_BODY_BYTES", str(5 * 1024 
 DATA_UPLOAD_MAX_MEMORY_SIZE = FEEDBACKHUB_MAX_BODY_BYTES
 FEEDBACKHUB_WINDOW_OUTCOMES = env_int("FEEDBACKHUB_WINDOW_OUTCOMES", "1000", minimum=1)
 FEEDBACKHUB_METRICS_TOKEN = env_str("FEEDBACKHUB_METRICS_TOKEN", "")
+# Functions (dotted paths) returning prediction ids the retention purge must keep.
+FEEDBACKHUB_RETENTION_PROTECTORS: list[str] = []

@@ -8,6 +8,7 @@ urlpatterns = [
     path("models/", views.RegisteredModelsView.as_view(), name="models"),
     path("models/<str:name>/metrics/", views.ModelMetricsView.as_view(), name="model-metrics"),
     path("predictions/", views.PredictionsView.as_view(), name="predictions"),
+    path("predictions/export/", views.PredictionExportView.as_view(), name="prediction-export"),
     path("predictions/<int:pk>/", views.PredictionDetailView.as_view(), name="prediction-detail"),
     path("predictions/<int:pk>/outcome/", views.PredictionOutcomeView.as_view(), name="prediction-outcome"),
     path("outcomes/", views.OutcomesView.as_view(), name="outcomes"),

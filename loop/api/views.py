@@ -3,14 +3,18 @@
 from typing import Any
 
 from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import generics, serializers
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from collector import selectors, services
+from collector.exports import FORMATS, export_lines, export_rows
 from collector.models import ApiKey, IngestSource
 from feedbackhub.errors import FieldProblem, InvalidInput, NotFound, PayloadTooLarge
 from loop.api import serializers as api
@@ -316,3 +320,43 @@ class ModelMetricsView(APIView):
             "versions": [version_quality_data(quality) for quality in qualities],
         }
         return Response(body)
+
+
+class ExportFormatNegotiation(DefaultContentNegotiation):
+    """`?format=` names the export's file type here, not an API renderer."""
+
+    def select_renderer(self, request: Request, renderers: list, format_suffix: str | None = None) -> tuple:
+        return renderers[0], renderers[0].media_type
+
+
+class PredictionExportView(APIView):
+    content_negotiation_class = ExportFormatNegotiation
+    media_types = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
+
+    @extend_schema(
+        summary="Export predictions as CSV or JSON Lines",
+        description="Streams every matching prediction (oldest first) with the same filters as the list.",
+        parameters=[
+            OpenApiParameter("format", str, enum=list(FORMATS), description="csv (default) or jsonl"),
+            OpenApiParameter("model", str),
+            OpenApiParameter("version", str),
+            OpenApiParameter("since", OpenApiTypes.DATETIME),
+            OpenApiParameter("until", OpenApiTypes.DATETIME),
+            OpenApiParameter("labelled", bool),
+            OpenApiParameter("errors_only", bool),
+        ],
+        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR, **ERRORS},
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        format_name = request.query_params.get("format", "csv")
+        if format_name not in FORMATS:
+            problem = FieldProblem("format", f"is one of {', '.join(FORMATS)}")
+            raise InvalidInput(f"format: {problem.message}", [problem])
+        filters = PredictionFilter(request.query_params, queryset=selectors.prediction_list(actor=_reader(request)))
+        if not filters.is_valid():
+            raise serializers.ValidationError(filters.errors)
+        response = StreamingHttpResponse(
+            export_lines(format_name, export_rows(filters.qs)), content_type=self.media_types[format_name]
+        )
+        response["Content-Disposition"] = f'attachment; filename="predictions.{format_name}"'
+        return response
