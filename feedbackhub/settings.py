@@ -173,8 +173,8 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: the default broker is kombu's filesystem transport under var/, so `make run` needs no server.
 # Point CELERY_BROKER_URL at Redis or RabbitMQ to run workers on other machines.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
-if CELERY_BROKER_URL == "filesystem://":
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost//")
+if CELERY_BROKER_URL.startswith("filesystem:"):
     _broker_dir = VAR_DIR / "broker"
     for _folder in ("queue", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,13 @@
 if one of them dies on its own, the others are stopped too and the exit status is non-zero.
 """
 
+import contextlib
 import ctypes
 import errno
+import http.client
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from django.core.exceptions import ImproperlyConfigured
@@ -70,11 +74,11 @@ class StopRequests:
 
     def __init__(self) -> None:
         self.count = 0
+        self.first_signal_name = ""
 
     def handle(self, signum: int, _frame: FrameType | None) -> None:
         self.count += 1
-        if self.count == 1:
-            logger.info("Received %s", signal.Signals(signum).name)
+        self.first_signal_name = self.first_signal_name or signal.Signals(signum).name
 
     def install(self) -> None:
         for stop_signal in STOP_SIGNALS:
@@ -112,9 +116,12 @@ def child_specs(config: StackConfig) -> list[ChildSpec]:
             *("--bind", f"{HOST}:{config.port}"),
             *("--access-logfile", "-"),
             *("--graceful-timeout", "10"),
+            *("--config", "python:feedbackhub.gunicorn_conf"),
         ],
         hint="check the gunicorn lines above (settings errors, a port taken meanwhile, a worker failing to boot)",
     )
+    # No --without-mingle/--without-gossip: celery turns both off by itself on the filesystem transport
+    # (they need amqp or redis), and they work where it turns them on.
     celery = ChildSpec(
         name="celery worker",
         command=[
@@ -135,11 +142,21 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start_child(spec: ChildSpec) -> Child:
+def prometheus_multiprocess_dir() -> Path:
+    """A fresh directory where every web worker writes its request metrics, so /metrics adds them all up."""
+    var_dir = Path(os.environ.get("FEEDBACKHUB_VAR_DIR") or Path(__file__).resolve().parent.parent / "var")
+    directory = var_dir / "prometheus-multiproc"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
+
+
+def start_child(spec: ChildSpec, env: dict[str, str]) -> Child:
     process = subprocess.Popen(  # noqa: S603 - fixed argv built from sys.executable, no shell
         spec.command,
+        env=env,
         start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads here
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     logger.info("Started %s (pid %d): %s", spec.name, process.pid, " ".join(spec.command))
     return Child(spec=spec, process=process)
@@ -161,7 +178,7 @@ def web_answers(config: StackConfig) -> bool:
             return True
     except urllib.error.HTTPError:
         return True  # any HTTP status means gunicorn and Django are serving
-    except (OSError, TimeoutError):
+    except (OSError, http.client.HTTPException):
         return False
 
 
@@ -192,10 +209,8 @@ def report_dead_child(child: Child) -> None:
 
 
 def signal_group(child: Child, signum: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pgid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def group_alive(child: Child) -> bool:
@@ -209,24 +224,35 @@ def group_alive(child: Child) -> bool:
 
 
 def stop_children(children: Sequence[Child], stop_requests: StopRequests) -> None:
-    """SIGTERM every child's process group, wait up to STOP_GRACE_SECONDS, then SIGKILL what is left."""
+    """Stop every child's process group: SIGTERM, up to STOP_GRACE_SECONDS to finish, then SIGKILL.
+
+    The SIGTERM goes to the group leaders first: gunicorn and celery then stop their own workers in order,
+    which a signal to the whole group would turn into "worker was sent SIGTERM" errors. Whatever a leader
+    leaves behind gets the group-wide SIGTERM as soon as that leader is gone.
+    """
     if not children:
         return
-    print(
-        f"Stopping FeedbackHub (up to {STOP_GRACE_SECONDS:.0f} s; press Ctrl-C again to kill at once) ...",
-        flush=True,
-    )
+    if stop_requests.count:
+        logger.info("Received %s", stop_requests.first_signal_name)
+    print(f"Stopping FeedbackHub (up to {STOP_GRACE_SECONDS:.0f} s; Ctrl-C again kills at once) ...", flush=True)
     signals_before = stop_requests.count
     for child in children:
-        signal_group(child, signal.SIGTERM)
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    leftovers_signalled: set[int] = set()
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     while time.monotonic() < deadline and stop_requests.count == signals_before:
-        if not any(group_alive(child) for child in children):
+        running = [child for child in children if group_alive(child)]
+        if not running:
             break
+        for child in running:
+            if child.process.returncode is not None and child.pgid not in leftovers_signalled:
+                signal_group(child, signal.SIGTERM)
+                leftovers_signalled.add(child.pgid)
         time.sleep(POLL_SECONDS / 2)
     for child in children:
         if group_alive(child):
-            logger.warning("%s (process group %d) did not stop in time: killing it", child.spec.name, child.pgid)
+            logger.warning("Killing %s (process group %d): it is still running", child.spec.name, child.pgid)
             signal_group(child, signal.SIGKILL)
     for child in children:
         child.process.wait()
@@ -254,32 +280,38 @@ def supervise(children: Sequence[Child], stop_requests: StopRequests) -> Child |
     return None
 
 
+def start_and_supervise(config: StackConfig, children: list[Child], stop_requests: StopRequests) -> int:
+    env = dict(os.environ)
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(prometheus_multiprocess_dir()))
+    for spec in child_specs(config):
+        children.append(start_child(spec, env))
+    if wait_until_web_answers(config, children, stop_requests):
+        print_urls(config)
+        dead = supervise(children, stop_requests)
+    elif stop_requests.count:
+        return EXIT_OK
+    else:
+        dead = first_dead_child(children)
+        if dead is None:
+            print(
+                f"FeedbackHub stopped: gunicorn did not answer on {config.base_url}/ within "
+                f"{READY_TIMEOUT_SECONDS:.0f} s; check the lines above.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_FAILURE
+    if dead is None:
+        return EXIT_OK
+    report_dead_child(dead)
+    return EXIT_FAILURE
+
+
 def run(config: StackConfig, stop_requests: StopRequests) -> int:
     children: list[Child] = []
     try:
-        for spec in child_specs(config):
-            if stop_requests.count:
-                break
-            children.append(start_child(spec))
-        if not stop_requests.count and wait_until_web_answers(config, children, stop_requests):
-            print_urls(config)
-            dead = supervise(children, stop_requests)
-        else:
-            dead = first_dead_child(children)
-            if not dead and not stop_requests.count:
-                print(
-                    f"FeedbackHub stopped: gunicorn did not answer on {config.base_url}/ within "
-                    f"{READY_TIMEOUT_SECONDS:.0f} s; check the lines above.",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                stop_children(children, stop_requests)
-                return EXIT_FAILURE
-        if dead:
-            report_dead_child(dead)
+        return start_and_supervise(config, children, stop_requests)
     finally:
         stop_children(children, stop_requests)
-    return EXIT_FAILURE if dead else EXIT_OK
 
 
 def main() -> int:

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from collector.metrics import metrics_view
@@ -10,6 +11,7 @@ admin.site.site_title = "FeedbackHub admin"
 admin.site.index_title = "Predictions, feedback and reviews"
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("loop.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
