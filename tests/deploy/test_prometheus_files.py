@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
 
+def prometheus_binary() -> str:
+    return _tool("prometheus")
+
+
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -113,7 +117,7 @@ def query(port: int, promql: str) -> list[dict]:
 def test_a_real_prometheus_server_reads_the_same_accuracy_as_the_api(
     api: ApiClient, live_server, tmp_path: Path
 ) -> None:
-    prometheus = _tool("prometheus")
+    prometheus = prometheus_binary()
     populate(api)
     target = urllib.parse.urlparse(live_server.url).netloc
     config = tmp_path / "prometheus.yml"

@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password
 from django.core.management import CommandError, call_command
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.deploy.test_prometheus_files import prometheus_binary
+from tests.deploy.test_prometheus_files import query as prometheus_query
 
 pytestmark = [pytest.mark.slow]
 
@@ -418,4 +422,34 @@ def test_every_web_worker_reports_the_same_quality_and_request_counts_add_up(
     assert accuracies == {sum(n % 2 == int(n % 3 == 0) for n in range(30)) / 30}
     gets = [scraped_value(text, "django_http_requests_total_by_method_total", method="GET") for text in scrapes]
     assert gets == sorted(gets) and len(set(gets)) == 20, gets  # summed over both workers, never going back
+    assert prometheus_reads(f"127.0.0.1:{stack.port}", 'model_accuracy{model="e2e", version="v1"}') == accuracies.pop()
     stack.stop(signal.SIGINT)
+
+
+def prometheus_reads(target: str, promql: str) -> float:
+    """The value a real Prometheus server (Debian's package) reads for `promql` after scraping `target`."""
+    prometheus = prometheus_binary()
+    with tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s}\n"
+            f"scrape_configs: [{{job_name: feedbackhub, static_configs: [{{targets: ['{target}']}}]}}]\n"
+        )
+        port = free_port()
+        server = subprocess.Popen(  # noqa: S603 - our own arguments
+            [prometheus, f"--config.file={config}", f"--storage.tsdb.path={directory}/tsdb",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                time.sleep(1)
+                with contextlib.suppress(OSError):
+                    result = prometheus_query(port, promql)
+                    if result:
+                        return float(result[0]["value"][1])
+            pytest.fail(f"Prometheus never read {promql} from {target}")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
