@@ -89,13 +89,13 @@ def judge(task_type: str, prediction: Any, actual: Any) -> Judgement:
 
 def infer_task_type(prediction: Any) -> str:
     """Guess a new model's task from its first prediction; clients can say `task_type` instead."""
-    if isinstance(prediction, bool) or prediction in (0, 1):
+    if isinstance(prediction, bool) or (isinstance(prediction, int) and prediction in (0, 1)):
         return TaskType.BINARY
     if isinstance(prediction, str) and prediction.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
         return TaskType.BINARY
-    if isinstance(prediction, int) or (isinstance(prediction, float) and prediction.is_integer()):
+    if isinstance(prediction, int):
         return TaskType.MULTICLASS
-    if isinstance(prediction, float):
+    if isinstance(prediction, float):  # 1.0 in JSON says "a number", not "class 1"
         return TaskType.REGRESSION
     if isinstance(prediction, str) and len(prediction) <= _SHORT_LABEL and "\n" not in prediction:
         return TaskType.MULTICLASS

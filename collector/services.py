@@ -542,7 +542,12 @@ def _outcome_record_batch(items: Sequence[OutcomeIn], actor: Actor, single: bool
 
     event_positions = [i for i, item in enumerate(items) if item.prediction_id is None]
     event_names = [_default_model_name(items[i].model) for i in event_positions]
-    models_by_name = _resolve_models(event_names, actor, paths=[path(i, "model") for i in event_positions])
+    models_by_name = _resolve_models(
+        event_names,
+        actor,
+        paths=[path(i, "model") for i in event_positions],
+        task_types=[infer_task_type(items[i].actual) for i in event_positions],
+    )
     models_by_id = {model.pk: model for model in models_by_name.values()}
     for model in RegisteredModel.objects.filter(pk__in={p.registered_model_id for p in predictions.values()}):
         models_by_id[model.pk] = model

@@ -1,6 +1,6 @@
 import pytest
 
-from collector.models import OutcomeRevision, PendingOutcome, Prediction
+from collector.models import OutcomeRevision, PendingOutcome, Prediction, RegisteredModel
 from collector.services import api_key_create
 from tests.conftest import ApiClient, prediction_body
 
@@ -86,7 +86,7 @@ def test_a_batch_of_outcomes_is_all_or_nothing(api: ApiClient, prediction_id: in
         ({"model": "churn", "event_id": "evt-1", "actual": "maybe"}, 400, "actual"),
         ({"prediction_id": "1", "actual": 1}, 400, "prediction_id"),
         ({"prediction_id": 2**70, "actual": 1}, 400, "prediction_id"),
-        ({"model": "nope", "event_id": "evt-1", "actual": 1}, 400, "model"),
+        ({"model": "bad name!", "event_id": "evt-1", "actual": 1}, 400, "model"),
         ({"prediction_id": 424242, "actual": 1}, 404, "prediction_id"),
     ],
 )
@@ -97,6 +97,7 @@ def test_it_rejects_bad_outcomes(api: ApiClient, prediction_id: int, body: dict,
     assert field in [problem["field"] for problem in response.json()["error"]["fields"]]
     assert Prediction.objects.get().actual is None
     assert PendingOutcome.objects.count() == 0
+    assert not RegisteredModel.objects.filter(name="bad name!").exists()
 
 
 def test_an_unknown_id_in_the_path_is_a_404(api: ApiClient) -> None:
@@ -120,3 +121,12 @@ def test_a_regression_outcome_records_the_error(api: ApiClient) -> None:
     api.post_json(OUTCOMES, {"model": "price", "event_id": "p", "actual": 90})
 
     assert Prediction.objects.get().error == -10.0
+
+
+def test_an_outcome_for_a_model_never_seen_registers_it_and_waits(api: ApiClient) -> None:
+    response = api.post_json(OUTCOMES, {"model": "brand-new", "event_id": "e1", "actual": 1})
+
+    assert response.status_code == 202
+    assert RegisteredModel.objects.get(name="brand-new").task_type == "binary"
+    api.post_json("/api/v1/predictions/", prediction_body(model="brand-new", event_id="e1", prediction=1))
+    assert Prediction.objects.get(event_id="e1").is_correct is True

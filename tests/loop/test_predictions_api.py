@@ -47,10 +47,13 @@ def test_it_generates_an_event_id_when_the_client_sends_none(api: ApiClient) -> 
 def test_it_registers_an_unknown_model_and_version_on_first_use(api: ApiClient) -> None:
     api.post_json(URL, prediction_body(model="sentiment", version="2024-06", prediction="positive-ish"))
     api.post_json(URL, prediction_body(model="price", version="1", prediction=12.75))
+    api.post_json(URL, prediction_body(model="score", version="1", prediction=1.0))
     api.post_json(URL, prediction_body(model="topic", version="1", prediction="sports", task_type="generative"))
 
     task_types = dict(RegisteredModel.objects.values_list("name", "task_type"))
-    assert task_types == {"sentiment": "multiclass", "price": "regression", "topic": "generative"}
+    assert task_types == {
+        "sentiment": "multiclass", "price": "regression", "score": "regression", "topic": "generative",
+    }  # fmt: skip
     assert ModelVersion.objects.filter(registered_model__name="sentiment", version="2024-06").exists()
 
 
