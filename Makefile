@@ -42,6 +42,7 @@ test: lint
 
 # Benchmarks print markdown tables for the README; each compares against a baseline measured in the same run.
 bench: $(VENV)/.installed-dev
+	$(PY) tests/benchmarks/bench_client.py
 	$(PY) tests/benchmarks/bench_scrape.py
 
 clean:
