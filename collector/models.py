@@ -133,6 +133,10 @@ class Prediction(models.Model):
     interaction_id = models.CharField(max_length=255, blank=True, db_index=True)
     attributes = models.JSONField(default=dict, blank=True)
     payload_sha256 = models.CharField(max_length=64, help_text="Fingerprint of the body, for idempotent retries.")
+    training_label = models.JSONField(
+        null=True, blank=True, help_text="A reviewer's approved label; training uses it instead of the outcome."
+    )
+    training_label_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

@@ -1,6 +1,7 @@
 import django_filters
 
 from collector.models import Feedback, FeedbackKind, Prediction
+from reviews.models import Priority, ReviewTask, TaskStatus
 
 
 class PredictionFilter(django_filters.FilterSet):
@@ -35,4 +36,14 @@ class FeedbackFilter(django_filters.FilterSet):
 
     class Meta:
         model = Feedback
+        fields: list[str] = []
+
+
+class ReviewTaskFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=TaskStatus.choices)
+    priority = django_filters.ChoiceFilter(choices=Priority.choices)
+    model = django_filters.CharFilter(field_name="registered_model__name")
+
+    class Meta:
+        model = ReviewTask
         fields: list[str] = []

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from collector.models import Feedback, FeedbackKind, Prediction, RegisteredModel, TaskType
+from reviews.models import Instruction, KnowledgeEntry, ReviewTask
 
 MAX_ID = 2**63 - 1
 
@@ -254,3 +255,33 @@ class ModelQualitySerializer(serializers.Serializer):
     model = serializers.CharField()
     task_type = serializers.CharField()
     versions = VersionQualitySerializer(many=True)
+
+
+class KnowledgeEntrySerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="registered_model.name")
+
+    class Meta:
+        model = KnowledgeEntry
+        fields = ["id", "model", "topic", "version", "content", "created_at"]
+
+
+class InstructionSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="registered_model.name")
+
+    class Meta:
+        model = Instruction
+        fields = ["id", "model", "version", "content", "created_at"]
+
+
+class ReviewTaskSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="registered_model.name")
+    assignee = serializers.CharField(source="assignee.get_username", allow_null=True, default=None)
+    related_feedback = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+
+    class Meta:
+        model = ReviewTask
+        fields = [
+            "id", "model", "status", "priority", "suggested_action", "negative_rate", "pattern_key",
+            "trigger_feedback", "related_feedback", "assignee", "resolution_note", "created_at", "updated_at",
+            "closed_at",
+        ]  # fmt: skip

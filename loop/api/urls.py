@@ -13,4 +13,7 @@ urlpatterns = [
     path("predictions/<int:pk>/outcome/", views.PredictionOutcomeView.as_view(), name="prediction-outcome"),
     path("outcomes/", views.OutcomesView.as_view(), name="outcomes"),
     path("feedback/", views.FeedbackView.as_view(), name="feedback"),
+    path("knowledge/", views.KnowledgeView.as_view(), name="knowledge"),
+    path("models/<str:name>/instructions/active/", views.ActiveInstructionView.as_view(), name="instructions-active"),
+    path("review-tasks/", views.ReviewTasksView.as_view(), name="review-tasks"),
 ]

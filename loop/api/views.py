@@ -18,9 +18,11 @@ from collector.exports import FORMATS, export_lines, export_rows
 from collector.models import ApiKey, IngestSource
 from feedbackhub.errors import FieldProblem, InvalidInput, NotFound, PayloadTooLarge
 from loop.api import serializers as api
-from loop.api.filters import FeedbackFilter, PredictionFilter
+from loop.api.filters import FeedbackFilter, PredictionFilter, ReviewTaskFilter
 from loop.api.quality import counts_data, metrics_data, version_quality_data
 from loop.api.schema import ApiKeyScheme  # noqa: F401  (registers the scheme with drf-spectacular)
+from reviews import selectors as review_selectors
+from reviews import services as review_services
 
 ERRORS = {
     code: OpenApiResponse(description=text)
@@ -213,6 +215,7 @@ class FeedbackView(generics.ListAPIView):
         results = services.feedback_record_batch(
             items=[services.FeedbackIn(**item) for item in items], actor=_writer(request), single=single
         )
+        review_services.review_triggers_evaluate(feedback_ids=[result.id for result in results if result.created])
         return _recorded_response(results, single)
 
 
@@ -360,3 +363,45 @@ class PredictionExportView(APIView):
         )
         response["Content-Disposition"] = f'attachment; filename="predictions.{format_name}"'
         return response
+
+
+class KnowledgeView(generics.ListAPIView):
+    """The current version of every knowledge-base entry (what the AI application should know)."""
+
+    serializer_class = api.KnowledgeEntrySerializer
+    pagination_class = None
+
+    @extend_schema(parameters=[OpenApiParameter("model", str, description="Only this model's entries.")])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):  # noqa: ANN201
+        return review_selectors.knowledge_current(
+            models=selectors.registered_model_list(actor=_reader(self.request)),
+            model_name=self.request.query_params.get("model"),
+        )
+
+
+class ActiveInstructionView(APIView):
+    @extend_schema(
+        summary="The model's active instructions (its prompt)",
+        responses={200: api.InstructionSerializer, 404: OpenApiResponse(description="No model, or no instructions.")},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        model = selectors.registered_model_list(actor=_reader(request)).filter(name=name).first()
+        instruction = review_selectors.instruction_active(registered_model=model) if model else None
+        if instruction is None:
+            message = f"model '{name}' has no active instructions" if model else f"no model named '{name}'"
+            raise NotFound(message, [FieldProblem("name", message)])
+        return Response(api.InstructionSerializer(instruction).data)
+
+
+class ReviewTasksView(generics.ListAPIView):
+    """Review tasks, for integrations (work them in the admin)."""
+
+    serializer_class = api.ReviewTaskSerializer
+    filterset_class = ReviewTaskFilter
+    pagination_class = NewestFirstCursor
+
+    def get_queryset(self):  # noqa: ANN201
+        return review_selectors.review_task_list(models=selectors.registered_model_list(actor=_reader(self.request)))
