@@ -44,6 +44,7 @@ test: lint
 bench: $(VENV)/.installed-dev
 	$(PY) tests/benchmarks/bench_client.py
 	$(PY) tests/benchmarks/bench_scrape.py
+	$(PY) tests/benchmarks/bench_triggers.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

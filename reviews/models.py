@@ -22,7 +22,7 @@ class ReviewPolicy(models.Model):
     )
     similarity_threshold = models.FloatField(default=0.3, help_text="TF-IDF cosine above which texts are similar.")
     candidate_limit = models.PositiveIntegerField(
-        default=300, help_text="How many recent feedback items similarity is searched in (bounds the cost)."
+        default=200, help_text="How many recent feedback items similarity is searched in (bounds the cost)."
     )
 
     class Meta:

@@ -31,11 +31,12 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
+def _text(comment: str, prediction_input: Any) -> str:
+    return " ".join(part for part in [comment, *_strings(prediction_input)] if part)
+
+
 def feedback_text(feedback: Feedback) -> str:
-    parts = [feedback.comment]
-    if feedback.prediction is not None:
-        parts.extend(_strings(feedback.prediction.input))
-    return " ".join(part for part in parts if part)
+    return _text(feedback.comment, feedback.prediction.input if feedback.prediction is not None else None)
 
 
 def _interaction_key(interaction_id: str) -> str:
@@ -57,18 +58,25 @@ def similar_feedback(*, feedback: Feedback, policy: ReviewPolicy) -> Similar:
     text = feedback_text(feedback)
     if not text.strip():
         return alone
+    # Plain tuples: building model instances for hundreds of candidates would cost more than the TF-IDF itself.
     candidates = list(
-        same_model.filter(pk__lt=feedback.pk).select_related("prediction").order_by("-pk")[: policy.candidate_limit]
+        same_model.filter(pk__lt=feedback.pk)
+        .order_by("-pk")
+        .values_list("pk", "comment", "prediction__input")[: policy.candidate_limit]
     )
     if not candidates:
         return alone
     try:
-        matrix = TfidfVectorizer(sublinear_tf=True).fit_transform([text, *map(feedback_text, candidates)])
-    except ValueError:  # nothing but stop words and punctuation
+        matrix = TfidfVectorizer(sublinear_tf=True, dtype=np.float32).fit_transform(
+            [text, *(_text(comment, given) for _, comment, given in candidates)]
+        )
+    except ValueError:  # nothing but punctuation
         return alone
     # TF-IDF rows are L2-normalised, so a dot product is the cosine similarity.
     scores = (matrix[1:] @ matrix[0].T).toarray().ravel()
-    nearest = [candidates[i] for i in np.argsort(-scores, kind="stable") if scores[i] > policy.similarity_threshold]
+    nearest = [candidates[i][0] for i in np.argsort(-scores, kind="stable") if scores[i] > policy.similarity_threshold]
     if not nearest:
         return alone
-    return Similar([feedback, *nearest[: policy.window - 1]], f"similar:{feedback.pk}")
+    chosen = nearest[: policy.window - 1]
+    neighbours = Feedback.objects.in_bulk(chosen)
+    return Similar([feedback, *(neighbours[pk] for pk in chosen)], f"similar:{feedback.pk}")

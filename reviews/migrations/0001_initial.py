@@ -25,7 +25,7 @@ class Migration(migrations.Migration):
                 ('negative_rating_max', models.PositiveSmallIntegerField(default=2, help_text='A rating at or below is negative.')),
                 ('high_priority_related', models.PositiveIntegerField(default=5, help_text='Priority is high when more related items than this.')),
                 ('similarity_threshold', models.FloatField(default=0.3, help_text='TF-IDF cosine above which texts are similar.')),
-                ('candidate_limit', models.PositiveIntegerField(default=300, help_text='How many recent feedback items similarity is searched in (bounds the cost).')),
+                ('candidate_limit', models.PositiveIntegerField(default=200, help_text='How many recent feedback items similarity is searched in (bounds the cost).')),
                 ('registered_model', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='review_policy', to='collector.registeredmodel')),
             ],
             options={
