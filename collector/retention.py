@@ -1,7 +1,8 @@
 """Retention: delete predictions and feedback older than their model's `retention_days`, in small chunks.
 
-Rows that other parts of the hub still need are kept: each dotted path in FEEDBACKHUB_RETENTION_PROTECTORS names
-a function `(registered_model) -> QuerySet of prediction ids to keep` (the review and retraining apps add theirs).
+Rows that other parts of the hub still need are kept: each dotted path in FEEDBACKHUB_RETENTION_PROTECTORS
+(predictions) and FEEDBACKHUB_RETENTION_FEEDBACK_PROTECTORS (feedback) names a function
+`(registered_model) -> QuerySet of ids to keep`; the review and retraining apps add theirs.
 Quality counters are a lifetime record: purging does not change them.
 """
 
@@ -31,8 +32,8 @@ class PurgeResult:
     pending_outcomes: int = 0
 
 
-def _protected_prediction_ids(registered_model: RegisteredModel) -> list[QuerySet]:
-    return [import_string(path)(registered_model) for path in settings.FEEDBACKHUB_RETENTION_PROTECTORS]
+def _protected(setting: list[str], registered_model: RegisteredModel) -> list[QuerySet]:
+    return [import_string(path)(registered_model) for path in setting]
 
 
 def _delete_in_chunks(rows: QuerySet, chunk_size: int, on_progress: Progress | None, label: str) -> int:
@@ -61,11 +62,13 @@ def retention_purge(
         return PurgeResult(registered_model.name, None)
     cutoff = (now or timezone.now()) - timedelta(days=registered_model.retention_days)
     predictions = Prediction.objects.filter(registered_model=registered_model, created_at__lt=cutoff)
-    for protected in _protected_prediction_ids(registered_model):
+    for protected in _protected(settings.FEEDBACKHUB_RETENTION_PROTECTORS, registered_model):
         predictions = predictions.exclude(pk__in=protected)
     feedback = Feedback.objects.filter(registered_model=registered_model, created_at__lt=cutoff).exclude(
         prediction__in=Prediction.objects.filter(registered_model=registered_model, created_at__gte=cutoff)
     )
+    for protected in _protected(settings.FEEDBACKHUB_RETENTION_FEEDBACK_PROTECTORS, registered_model):
+        feedback = feedback.exclude(pk__in=protected)
     pending = PendingOutcome.objects.filter(registered_model=registered_model, created_at__lt=cutoff)
     if dry_run:
         return PurgeResult(registered_model.name, cutoff, predictions.count(), feedback.count(), pending.count())

@@ -227,11 +227,13 @@ def _common_issues(negatives: Sequence[Feedback]) -> list[Issue]:
         return []
     texts = [feedback_text(item) for item in negatives]
     try:
+        # Without stop words "my", "the" and "is" would decide the clusters of short comments.
         matrix = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(texts)
     except ValueError:  # not one word among all the texts
         return [_no_text_issue(negatives)]
-    worded = np.flatnonzero(matrix.getnnz(axis=1) > 0)
-    wordless = [negatives[i] for i in np.flatnonzero(matrix.getnnz(axis=1) == 0)]
+    has_words = matrix.getnnz(axis=1) > 0
+    worded = np.flatnonzero(has_words)
+    wordless = [negatives[i] for i in np.flatnonzero(~has_words)]
     worded_matrix = matrix[worded]
     labels = _cluster_labels(worded_matrix)
     issues = [

@@ -38,7 +38,7 @@ def aged_data(api: ApiClient) -> RegisteredModel:
         "/api/v1/feedback/",
         [
             {
-                "kind": "thumbs_down",
+                "kind": "thumbs_up",
                 "model": "churn",
                 "interaction_id": "a",
                 "timestamp": (NOW - timedelta(days=40)).isoformat(),
@@ -104,3 +104,23 @@ def test_the_nightly_task_purges_every_model_with_a_retention(aged_data: Registe
 def test_the_purge_is_on_the_beat_schedule() -> None:
     entry = settings.CELERY_BEAT_SCHEDULE["purge-expired-predictions"]
     assert entry["task"] == purge_expired_predictions.name
+
+
+def test_rows_an_open_review_task_needs_are_kept_until_it_closes(api: ApiClient) -> None:
+    from django.contrib.auth.models import User
+
+    from reviews.models import ReviewTask
+    from reviews.services import review_task_resolve
+
+    old = (NOW - timedelta(days=40)).isoformat()
+    prediction_id = api.post_json("/api/v1/predictions/", prediction_body(event_id="p", timestamp=old)).json()["id"]
+    api.post_json("/api/v1/feedback/", {"kind": "thumbs_down", "prediction_id": prediction_id, "timestamp": old})
+    model = RegisteredModel.objects.get(name="churn")
+    model.retention_days = 30
+    model.save()
+
+    assert (retention_purge(registered_model=model).predictions, Feedback.objects.count()) == (0, 1)
+
+    review_task_resolve(task=ReviewTask.objects.get(), user=User.objects.create(username="r"))
+    result = retention_purge(registered_model=model)
+    assert (result.predictions, result.feedback) == (1, 1)
