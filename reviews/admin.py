@@ -1,14 +1,18 @@
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
+from collector.models import RegisteredModel
 from feedbackhub.errors import DomainError
 from reviews import services
+from reviews.insights import insights_for
 from reviews.models import (
     Correction,
     CorrectionStatus,
@@ -110,6 +114,7 @@ class ReviewEventInline(ReadOnlyInline):
 
 @admin.register(ReviewTask)
 class ReviewTaskAdmin(admin.ModelAdmin):
+    change_list_template = "admin/reviews/reviewtask/change_list.html"
     list_display = ["id", "priority", "status", "registered_model", "suggested_action", "related", "assignee", "age"]
     list_display_links = ["id", "suggested_action"]
     list_filter = ["status", "priority", "registered_model", AssignmentFilter]
@@ -125,6 +130,27 @@ class ReviewTaskAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(related_count=Count("related_feedback"))
+
+    def get_urls(self) -> list:
+        insights = self.admin_site.admin_view(self.insights_view)
+        return [path("insights/", insights, name="reviews_insights"), *super().get_urls()]
+
+    def insights_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        models = RegisteredModel.objects.order_by("name")
+        chosen = models.filter(name=request.GET.get("model", "")).first()
+        days = int(request.GET["days"]) if request.GET.get("days", "").isdigit() else 30
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Insights: {chosen.name if chosen else 'all models'}, last {days} days",
+            "opts": self.model._meta,
+            "models": models,
+            "chosen": chosen,
+            "days": max(1, min(days, 3650)),
+            "insights": insights_for(registered_model=chosen, days=max(1, min(days, 3650))),
+        }
+        return TemplateResponse(request, "admin/reviews/insights.html", context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # tasks are opened by the trigger rule

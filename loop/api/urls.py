@@ -16,4 +16,5 @@ urlpatterns = [
     path("knowledge/", views.KnowledgeView.as_view(), name="knowledge"),
     path("models/<str:name>/instructions/active/", views.ActiveInstructionView.as_view(), name="instructions-active"),
     path("review-tasks/", views.ReviewTasksView.as_view(), name="review-tasks"),
+    path("insights/", views.InsightsView.as_view(), name="insights"),
 ]

@@ -23,6 +23,7 @@ from loop.api.quality import counts_data, metrics_data, version_quality_data
 from loop.api.schema import ApiKeyScheme  # noqa: F401  (registers the scheme with drf-spectacular)
 from reviews import selectors as review_selectors
 from reviews import services as review_services
+from reviews.insights import insights_for
 
 ERRORS = {
     code: OpenApiResponse(description=text)
@@ -405,3 +406,35 @@ class ReviewTasksView(generics.ListAPIView):
 
     def get_queryset(self):  # noqa: ANN201
         return review_selectors.review_task_list(models=selectors.registered_model_list(actor=_reader(self.request)))
+
+
+class InsightsView(APIView):
+    @extend_schema(
+        summary="Improvement insights from human feedback",
+        description=(
+            "Totals and positive rate over the last `days`, common issues (clusters of negative feedback), "
+            "improvement opportunities (worst interactions and inputs, corrections awaiting approval) and user "
+            "corrections. A key limited to some models must name one of them."
+        ),
+        parameters=[
+            OpenApiParameter("model", str, description="One model; all models when omitted."),
+            OpenApiParameter("days", int, description="Period length, 1 to 3650 (default 30)."),
+        ],
+        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        days_text = request.query_params.get("days", "30")
+        if not days_text.isdigit() or not 1 <= int(days_text) <= 3650:
+            problem = FieldProblem("days", "is a whole number of days from 1 to 3650")
+            raise InvalidInput(f"days: {problem.message}", [problem])
+        actor = _reader(request)
+        name = request.query_params.get("model")
+        model = None
+        if name:
+            model = selectors.registered_model_list(actor=actor).filter(name=name).first()
+            if model is None:
+                raise NotFound(f"no model named '{name}'", [FieldProblem("model", f"no model named '{name}'")])
+        elif actor is not None and actor.allowed_model_ids is not None:
+            problem = FieldProblem("model", "this API key is limited to some models: name one of them")
+            raise InvalidInput(f"model: {problem.message}", [problem])
+        return Response(insights_for(registered_model=model, days=int(days_text)).as_dict())

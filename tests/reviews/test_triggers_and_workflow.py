@@ -278,3 +278,26 @@ def test_the_queue_lists_high_priority_first_then_oldest(api: ApiClient, model, 
     assert page.index(f"/admin/reviews/reviewtask/{high.pk}/change/") < page.index(
         f"/admin/reviews/reviewtask/{medium.pk}/change/"
     )
+
+
+def test_the_insights_api_and_admin_page(task: ReviewTask, api: ApiClient, reviewer: Client) -> None:
+    body = api.get("/api/v1/insights/", {"model": "assistant", "days": 7}).json()
+
+    assert (body["model"], body["total_feedback"], body["positive_rate"]) == ("assistant", 1, 0.0)
+    assert body["common_issues"][0]["frequency"] == 1
+    assert api.get("/api/v1/insights/").json()["total_feedback"] == 1
+    assert api.get("/api/v1/insights/", {"days": "0"}).status_code == 400
+    assert api.get("/api/v1/insights/", {"model": "nope"}).status_code == 404
+    page = reviewer.get("/admin/reviews/reviewtask/insights/", {"model": "assistant"})
+    assert page.status_code == 200
+    assert "Common issues" in page.content.decode()
+    assert 'href="/admin/reviews/reviewtask/insights/"' in reviewer.get("/admin/reviews/reviewtask/").content.decode()
+
+
+def test_a_scoped_key_must_name_its_model_for_insights(task: ReviewTask) -> None:
+    from collector.services import api_key_create
+
+    _, raw = api_key_create(name="scoped", model_names=["assistant"])
+
+    assert ApiClient(raw).get("/api/v1/insights/").status_code == 400
+    assert ApiClient(raw).get("/api/v1/insights/", {"model": "assistant"}).status_code == 200
