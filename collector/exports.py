@@ -11,9 +11,9 @@ from django.db.models import QuerySet
 FORMATS = ("csv", "jsonl")
 FIELDS = [
     "id", "model", "version", "event_id", "created_at", "input", "prediction", "actual", "is_correct", "error",
-    "latency_ms", "confidence", "interaction_id", "attributes", "source",
+    "training_label", "latency_ms", "confidence", "interaction_id", "attributes", "source",
 ]  # fmt: skip
-_JSON_FIELDS = {"input", "prediction", "actual", "attributes"}
+_JSON_FIELDS = {"input", "prediction", "actual", "training_label", "attributes"}
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -37,6 +37,7 @@ def export_rows(predictions: QuerySet, *, chunk_size: int = 2000) -> Iterator[di
                 "actual": row.actual,
                 "is_correct": row.is_correct,
                 "error": row.error,
+                "training_label": row.training_label,
                 "latency_ms": row.latency_ms,
                 "confidence": row.confidence,
                 "interaction_id": row.interaction_id,

@@ -6,6 +6,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
@@ -77,8 +78,8 @@ class RelatedFeedbackInline(ReadOnlyInline):
         return row.feedback.interaction_id
 
     @admin.display(description="created")
-    def created(self, row: Any) -> Any:
-        return row.feedback.created_at
+    def created(self, row: Any) -> str:
+        return formats.localize(timezone.localtime(row.feedback.created_at))
 
     @admin.display(description="prediction (input → output)")
     def prediction_link(self, row: Any) -> str:
@@ -185,12 +186,14 @@ class ReviewTaskAdmin(admin.ModelAdmin):
             formset.save()
             return
         task = form.instance
+        # The service writes the corrections; the admin's change log reads what the formset says it saved.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for correction_form in formset.extra_forms:
             if not correction_form.has_changed():
                 continue
             data = correction_form.cleaned_data
             try:
-                services.correction_propose(
+                correction = services.correction_propose(
                     registered_model=task.registered_model,
                     task=task,
                     prediction=data.get("prediction"),
@@ -202,6 +205,8 @@ class ReviewTaskAdmin(admin.ModelAdmin):
                 )
             except DomainError as error:
                 self.message_user(request, f"Correction not added: {error.message}", messages.ERROR)
+            else:
+                formset.new_objects.append(correction)
 
     def _each(self, request: HttpRequest, queryset: QuerySet, change: Any, done: str, skipped: str) -> None:
         changed = sum(1 for task in queryset if change(task=task, user=request.user))
