@@ -1,8 +1,7 @@
 """Writes of the review app: the trigger rule, the task workflow, and corrections and what they update."""
 
-import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -28,7 +27,7 @@ from reviews.models import (
 )
 from reviews.similarity import similar_feedback
 
-logger = logging.getLogger(__name__)
+V = TypeVar("V", KnowledgeEntry, Instruction)
 SUGGEST_KNOWLEDGE = "update knowledge base with corrections"
 SUGGEST_INSTRUCTIONS = "review and update prompt/instructions"
 
@@ -259,6 +258,21 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def _add_version(model_class: type[V], *, scope: dict[str, Any], **fields: Any) -> V:
+    """Create the next version in `scope`; a concurrent writer taking the same number makes this try again."""
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                latest = model_class.objects.filter(**scope).aggregate(latest=Max("version"))["latest"] or 0
+                if model_class is Instruction:
+                    model_class.objects.filter(**scope, is_active=True).update(is_active=False)
+                return model_class.objects.create(**scope, version=latest + 1, **fields)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def knowledge_entry_add(
     *,
     registered_model: RegisteredModel,
@@ -268,17 +282,13 @@ def knowledge_entry_add(
     source_correction: Correction | None = None,
 ) -> KnowledgeEntry:
     """A new version of a topic's entry (version 1 for a new topic)."""
-    with transaction.atomic():
-        versions = KnowledgeEntry.objects.select_for_update().filter(registered_model=registered_model, topic=topic)
-        latest = versions.aggregate(latest=Max("version"))["latest"] or 0
-        return KnowledgeEntry.objects.create(
-            registered_model=registered_model,
-            topic=topic,
-            version=latest + 1,
-            content=content,
-            created_by=user,
-            source_correction=source_correction,
-        )
+    return _add_version(
+        KnowledgeEntry,
+        scope={"registered_model": registered_model, "topic": topic},
+        content=content,
+        created_by=user,
+        source_correction=source_correction,
+    )
 
 
 def knowledge_entry_restore(*, entry: KnowledgeEntry, user: AbstractBaseUser) -> KnowledgeEntry:
@@ -296,18 +306,14 @@ def instruction_add(
     source_correction: Correction | None = None,
 ) -> Instruction:
     """A new version of the model's instructions, which becomes the active one."""
-    with transaction.atomic():
-        versions = Instruction.objects.select_for_update().filter(registered_model=registered_model)
-        latest = versions.aggregate(latest=Max("version"))["latest"] or 0
-        versions.filter(is_active=True).update(is_active=False)
-        return Instruction.objects.create(
-            registered_model=registered_model,
-            version=latest + 1,
-            content=content,
-            is_active=True,
-            created_by=user,
-            source_correction=source_correction,
-        )
+    return _add_version(
+        Instruction,
+        scope={"registered_model": registered_model},
+        content=content,
+        is_active=True,
+        created_by=user,
+        source_correction=source_correction,
+    )
 
 
 def instruction_restore(*, instruction: Instruction, user: AbstractBaseUser) -> Instruction:
