@@ -38,9 +38,14 @@ def class_label(value: Any) -> str:
     return label
 
 
+MAX_NUMERIC = 1e100  # squared errors and their sums stay finite
+
+
 def numeric_value(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise LabelError("a regression model takes a finite number")
+    if abs(value) > MAX_NUMERIC:
+        raise LabelError(f"a regression value is at most {MAX_NUMERIC:g} in size")
     return float(value)
 
 

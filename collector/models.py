@@ -111,6 +111,7 @@ class IngestSource(models.TextChoices):
     LOG_FEEDBACK = "log_feedback", "/log-feedback"
     IMPORT = "import", "feedback.db import"
     SEED_FEEDBACK = "seed_feedback", "/feedback (prediction and outcome at once)"
+    PREDICT = "predict", "the hub's predict endpoint"
 
 
 class Prediction(models.Model):

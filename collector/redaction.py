@@ -13,7 +13,11 @@ from typing import Any
 
 from django.conf import settings
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# Bounded parts, and a match may only start where a run of local-part characters starts: a long run without a
+# valid address is then scanned once (linear), never retried from every position (quadratic).
+EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}"
+)
 CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 MARKER_PREFIX = "[masked:"
 
@@ -25,6 +29,11 @@ def _tag(value: str) -> str:
 
 def marker(kind: str, value: str) -> str:
     return f"{MARKER_PREFIX}{kind}:{_tag(value)}]"
+
+
+def bounded(text: str, limit: int) -> str:
+    """Masking lengthens text; a value that no longer fits its column becomes one marker for the whole."""
+    return text if len(text) <= limit else marker("long", text)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -88,6 +97,9 @@ class RedactionPolicy:
         """`value` with PII masked; `path` names it for key rules ("input", "attributes.user.email", ...)."""
         if isinstance(value, str):
             return self.text(value)
+        if self.mask_cards and isinstance(value, int) and not isinstance(value, bool):
+            digits = str(abs(value))
+            return marker("card", digits) if 13 <= len(digits) <= 19 and luhn_valid(digits) else value
         if isinstance(value, list):
             return [self.value(item, path) for item in value]
         if isinstance(value, dict):
@@ -100,6 +112,6 @@ class RedactionPolicy:
                 elif rule == "hash":
                     masked[key] = marker("hash", str(item))
                 else:
-                    masked[key] = self.value(item, child)
+                    masked[self.text(str(key)) if isinstance(key, str) else key] = self.value(item, child)
             return masked
         return value

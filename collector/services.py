@@ -37,7 +37,7 @@ from collector.models import (
     TaskType,
 )
 from collector.payloads import fingerprint, storable_problem
-from collector.redaction import RedactionPolicy
+from collector.redaction import RedactionPolicy, bounded
 from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput, NotFound, problems_summary
 
 T = TypeVar("T")
@@ -140,7 +140,7 @@ def _with_write_retries(write: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def _lock_events(namespace: str, keys: Sequence[tuple[int, str]]) -> None:
+def lock_events(namespace: str, keys: Sequence[tuple[int, str]]) -> None:
     """Serialise writers of the same (model, event_id) on PostgreSQL; SQLite already has a single writer."""
     if connection.vendor != "postgresql" or not keys:
         return
@@ -362,7 +362,7 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
         _Keyed(index, models[names[index]].pk, event_ids[index], _prediction_sha(names[index], item))
         for index, item in enumerate(items)
     ]
-    _lock_events("prediction", [(k.model_id, k.event_id) for k in keyed])
+    lock_events("prediction", [(k.model_id, k.event_id) for k in keyed])
     plan = _plan_idempotent_insert(Prediction, keyed, path)
     pending = _pending_outcomes_for([(k.model_id, k.event_id) for k in plan.new])
     now = timezone.now()
@@ -397,6 +397,11 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
     )
     new_ids = {entry.index: row.pk for entry, row in zip(plan.new, rows, strict=True)}
     if pending:
+        OutcomeRevision.objects.bulk_create(
+            OutcomeRevision(prediction=row, previous_actual=None, actual=row.actual, actor=early.actor)
+            for row in rows
+            if (early := pending.get((row.registered_model_id, row.event_id))) is not None
+        )
         PendingOutcome.objects.filter(pk__in=[p.pk for p in pending.values()]).delete()
     _link_waiting_feedback([(k.model_id, k.event_id) for k in plan.new])
     return _results(plan, keyed, new_ids)
@@ -439,7 +444,7 @@ def _masked_prediction(item: PredictionIn, policy: RedactionPolicy) -> Predictio
         prediction=policy.value(item.prediction, "prediction"),
         actual=policy.value(item.actual, "actual"),
         attributes=policy.value(item.attributes, "attributes"),
-        interaction_id=policy.text(item.interaction_id),
+        interaction_id=bounded(policy.text(item.interaction_id), 255),
     )
 
 
@@ -465,6 +470,14 @@ def _label_problem(model: RegisteredModel, error: LabelError) -> str:
         f"{error}; model '{model.name}' is registered as {model.task_type} "
         "(change its task type in the admin if that is wrong)"
     )
+
+
+def _outcome_key_or_none(task_type: str, value: Any) -> str | None:
+    """None when a stored outcome no longer fits (the model's task type was changed since)."""
+    try:
+        return outcome_key(task_type, value)
+    except LabelError:
+        return None
 
 
 def _outcome_change(row: Prediction, sign: int) -> OutcomeChange:
@@ -551,15 +564,12 @@ def _outcome_record_batch(items: Sequence[OutcomeIn], actor: Actor, single: bool
     models_by_id = {model.pk: model for model in models_by_name.values()}
     for model in RegisteredModel.objects.filter(pk__in={p.registered_model_id for p in predictions.values()}):
         models_by_id[model.pk] = model
-    forbidden = []
-    for index, item in enumerate(items):
-        if item.prediction_id is None:
-            continue
-        model_id = predictions[item.prediction_id].registered_model_id
-        if not actor.may_write(model_id):
-            message = f"this API key may not write to model '{models_by_id[model_id].name}'"
-            forbidden.append(FieldProblem(path(index, "prediction_id"), message))
-    _raise_if(forbidden, Forbidden)
+    hidden = [
+        FieldProblem(path(index, "prediction_id"), f"no prediction with id {item.prediction_id}")
+        for index, item in enumerate(items)
+        if item.prediction_id is not None and not actor.may_write(predictions[item.prediction_id].registered_model_id)
+    ]
+    _raise_if(hidden, NotFound)
 
     policies = _policies(models_by_id.values())
     model_of_item = [
@@ -575,7 +585,7 @@ def _outcome_record_batch(items: Sequence[OutcomeIn], actor: Actor, single: bool
     event_keys = [
         (models_by_name[name].pk, items[i].event_id) for i, name in zip(event_positions, event_names, strict=True)
     ]
-    _lock_events("prediction", event_keys)
+    lock_events("prediction", event_keys)
     by_event: dict[tuple[int, str], Prediction] = {}
     for model_id, event_id in event_keys:
         by_event.setdefault((model_id, event_id), None)  # type: ignore[arg-type]
@@ -614,7 +624,7 @@ def _outcome_record_batch(items: Sequence[OutcomeIn], actor: Actor, single: bool
         except LabelError as error:
             problems.append(FieldProblem(path(index, "actual"), _label_problem(model, error)))
             continue
-        if row.actual is not None and outcome_key(model.task_type, row.actual) == new_key:
+        if row.actual is not None and _outcome_key_or_none(model.task_type, row.actual) == new_key:
             results.append(OutcomeResult("unchanged", row.pk, row.event_id))
             continue
         status = "recorded" if row.actual is None else "changed"
@@ -697,7 +707,8 @@ def _feedback_record_batch(items: Sequence[FeedbackIn], actor: Actor, single: bo
     missing = [
         FieldProblem(path(i, "prediction_id"), f"no prediction with id {item.prediction_id}")
         for i, item in enumerate(items)
-        if item.prediction_id and item.prediction_id not in by_id
+        if item.prediction_id
+        and (item.prediction_id not in by_id or not actor.may_write(by_id[item.prediction_id].registered_model_id))
     ]
     _raise_if(missing, NotFound)
     model_ids_of_predictions = {row.registered_model_id for row in by_id.values()}
@@ -722,6 +733,8 @@ def _feedback_record_batch(items: Sequence[FeedbackIn], actor: Actor, single: bo
     for index, item in enumerate(items):
         if item.prediction_event_id and not item.prediction_id:
             by_event.setdefault((models[names[index]].pk, item.prediction_event_id), None)  # type: ignore[arg-type]
+    # Same lock as the prediction's writer: either it committed (found below) or it will link this feedback.
+    lock_events("prediction", list(by_event))
     for model_id in {key[0] for key in by_event}:
         wanted = [event_id for mid, event_id in by_event if mid == model_id]
         for chunk in _chunks(wanted):
@@ -733,7 +746,7 @@ def _feedback_record_batch(items: Sequence[FeedbackIn], actor: Actor, single: bo
         _Keyed(index, models[names[index]].pk, event_ids[index], _feedback_sha(names[index], item))
         for index, item in enumerate(items)
     ]
-    _lock_events("feedback", [(k.model_id, k.event_id) for k in keyed])
+    lock_events("feedback", [(k.model_id, k.event_id) for k in keyed])
     plan = _plan_idempotent_insert(Feedback, keyed, path)
     now = timezone.now()
     rows = []
@@ -769,7 +782,8 @@ def _masked_feedback(item: FeedbackIn, policy: RedactionPolicy) -> FeedbackIn:
         item,
         value=policy.value(item.value, "value"),
         comment=policy.text(item.comment),
-        interaction_id=policy.text(item.interaction_id),
+        interaction_id=bounded(policy.text(item.interaction_id), 255),
+        source=bounded(policy.text(item.source), 100),
     )
 
 
@@ -845,6 +859,9 @@ def binary_outcome_record(
     """A binary prediction and its outcome at once (the seed monitor's `POST /feedback`)."""
     name = _default_model_name(model)
     registered = RegisteredModel.objects.filter(name=name).first()
+    if registered is not None and not actor.may_write(registered.pk):
+        message = f"this API key may not write to model '{name}'"
+        raise Forbidden(message, [FieldProblem("model", message)])
     if registered is not None and registered.task_type != TaskType.BINARY:
         message = f"model '{name}' is registered as {registered.task_type}; /feedback counts binary models only"
         raise InvalidInput(f"model: {message}", [FieldProblem("model", message)])

@@ -29,23 +29,23 @@ def error_body(status: int, code: str, message: str, problems: Sequence[FieldPro
     }
 
 
-def _flatten(detail: Any, path: str = "") -> list[FieldProblem]:
+def flatten_detail(detail: Any, path: str = "") -> list[FieldProblem]:
     if isinstance(detail, dict):
         problems = []
         for key, value in detail.items():
             if key in ("non_field_errors", "detail"):
-                problems += _flatten(value, path)
+                problems += flatten_detail(value, path)
             elif isinstance(key, int) or str(key).isdigit():
-                problems += _flatten(value, f"{path}[{key}]")
+                problems += flatten_detail(value, f"{path}[{key}]")
             else:
-                problems += _flatten(value, f"{path}.{key}" if path else str(key))
+                problems += flatten_detail(value, f"{path}.{key}" if path else str(key))
         return problems
     if isinstance(detail, list):
         if all(isinstance(item, str) for item in detail):
             return [FieldProblem(path or "body", str(item)) for item in detail]
         problems = []
         for index, item in enumerate(detail):
-            problems += _flatten(item, f"{path}[{index}]")
+            problems += flatten_detail(item, f"{path}[{index}]")
         return problems
     return [FieldProblem(path or "body", str(detail))]
 
@@ -65,7 +65,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        problems = _flatten(exc.detail)
+        problems = flatten_detail(exc.detail)
         message = problems_summary(problems) if problems else "Invalid input."
     else:
         problems = []

@@ -200,6 +200,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "collector.tasks.purge_expired_predictions",
         "schedule": crontab(minute=17, hour=3),
     },
+    "retrain-due-models": {"task": "loop.tasks.retrain_due_models", "schedule": 60.0},
 }
 CELERY_TIMEZONE = TIME_ZONE
 

@@ -141,7 +141,8 @@ class ReviewTaskAdmin(admin.ModelAdmin):
             raise PermissionDenied
         models = RegisteredModel.objects.order_by("name")
         chosen = models.filter(name=request.GET.get("model", "")).first()
-        days = int(request.GET["days"]) if request.GET.get("days", "").isdigit() else 30
+        days_text = request.GET.get("days", "")
+        days = int(days_text) if days_text.isascii() and days_text.isdigit() else 30
         context = {
             **self.admin_site.each_context(request),
             "title": f"Insights: {chosen.name if chosen else 'all models'}, last {days} days",
@@ -235,6 +236,12 @@ class CorrectionAdmin(admin.ModelAdmin):
     raw_id_fields = ["task", "prediction"]
     actions = ["approve", "reject"]
     readonly_fields = ["status", "author", "decided_by", "decided_at", "created_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Correction | None = None) -> list[str]:
+        # Proposals are decided with the actions, never edited: an edit would skip the checks and the masking.
+        if obj is not None:
+            return [field.name for field in Correction._meta.fields]
+        return self.readonly_fields
 
     def has_change_permission(self, request: HttpRequest, obj: Correction | None = None) -> bool:
         if obj is not None and obj.status != CorrectionStatus.PROPOSED:

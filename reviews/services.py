@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from collector.labels import LabelError, label_for
 from collector.models import Feedback, FeedbackKind, Prediction, RegisteredModel
+from collector.redaction import bounded
+from collector.services import lock_events
 from feedbackhub.errors import Conflict, FieldProblem, InvalidInput
 from reviews.models import (
     ACTIVE_STATUSES,
@@ -46,8 +48,13 @@ def _event(task: ReviewTask, action: str, *, user: AbstractBaseUser | None = Non
 
 
 def review_triggers_evaluate(*, feedback_ids: Sequence[int]) -> list[ReviewTask]:
-    """Run the trigger rule for newly recorded feedback; returns the tasks opened or added to."""
-    rows = Feedback.objects.filter(pk__in=feedback_ids).select_related("registered_model", "prediction")
+    """Run the trigger rule for recorded feedback not yet in any task; returns the tasks opened or added to.
+
+    Called for retries too: if an evaluation failed after the feedback was stored, the client's retry runs it.
+    """
+    rows = Feedback.objects.filter(pk__in=feedback_ids, review_tasks__isnull=True).select_related(
+        "registered_model", "prediction"
+    )
     tasks = [review_trigger_evaluate(feedback=row) for row in rows.order_by("pk")]
     return [task for task in tasks if task is not None]
 
@@ -69,6 +76,8 @@ def review_trigger_evaluate(*, feedback: Feedback) -> ReviewTask | None:
     for _ in range(2):  # a second pass finds the task a concurrent request just opened
         try:
             with transaction.atomic():
+                # Text patterns have no unique key for the database to guard: serialise per model instead.
+                lock_events("review-trigger", [(feedback.registered_model_id, "")])
                 return _open_or_extend(feedback, similar.pattern_key, similar.items, priority, action, rate)
         except IntegrityError:
             continue
@@ -120,6 +129,7 @@ def _open_or_extend(
 # --- the workflow -----------------------------------------------------------------------------------
 
 
+@transaction.atomic
 def review_task_claim(*, task: ReviewTask, user: AbstractBaseUser) -> bool:
     """Assign an unassigned active task to `user`; False when someone else got there first."""
     claimed = ReviewTask.objects.filter(pk=task.pk, assignee__isnull=True, status__in=ACTIVE_STATUSES).update(
@@ -132,7 +142,9 @@ def review_task_claim(*, task: ReviewTask, user: AbstractBaseUser) -> bool:
     return True
 
 
+@transaction.atomic
 def _close(task: ReviewTask, user: AbstractBaseUser, status: str, note: str) -> bool:
+    note = task.registered_model.redaction_policy().text(note)
     now = timezone.now()
     fields: dict[str, Any] = {"status": status, "closed_at": now, "updated_at": now}
     if note:
@@ -153,7 +165,9 @@ def review_task_dismiss(*, task: ReviewTask, user: AbstractBaseUser, note: str =
     return _close(task, user, TaskStatus.DISMISSED, note)
 
 
+@transaction.atomic
 def review_task_note(*, task: ReviewTask, user: AbstractBaseUser, note: str) -> None:
+    note = task.registered_model.redaction_policy().text(note)
     ReviewTask.objects.filter(pk=task.pk).update(resolution_note=note, updated_at=timezone.now())
     _event(task, "note edited", user=user, detail=note)
 
@@ -191,7 +205,7 @@ def correction_propose(
         registered_model=registered_model,
         prediction=prediction,
         kind=kind,
-        topic=topic.strip(),
+        topic=bounded(policy.text(topic.strip()), 200),
         value=policy.value(value, "value"),
         note=policy.text(note),
         author=author,

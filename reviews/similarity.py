@@ -31,8 +31,11 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
+MAX_TEXT = 2000  # characters of each item compared; a huge input must not make every evaluation slow
+
+
 def _text(comment: str, prediction_input: Any) -> str:
-    return " ".join(part for part in [comment, *_strings(prediction_input)] if part)
+    return " ".join(part for part in [comment, *_strings(prediction_input)] if part)[:MAX_TEXT]
 
 
 def feedback_text(feedback: Feedback) -> str:

@@ -1,7 +1,27 @@
+from datetime import UTC, datetime
+
 import django_filters
+from django import forms
+from django_filters.fields import IsoDateTimeField
 
 from collector.models import Feedback, FeedbackKind, Prediction
 from reviews.models import Priority, ReviewTask, TaskStatus
+
+
+class BoundedIsoDateTimeField(IsoDateTimeField):
+    def to_python(self, value: str) -> datetime | None:
+        parsed = super().to_python(value)
+        try:
+            in_utc = parsed.astimezone(UTC) if parsed is not None else None
+        except OverflowError:
+            in_utc = None
+        if parsed is not None and (in_utc is None or not 1900 <= in_utc.year <= 9000):
+            raise forms.ValidationError("Enter a date and time between the years 1900 and 9000.")
+        return parsed
+
+
+class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = BoundedIsoDateTimeField
 
 
 class PredictionFilter(django_filters.FilterSet):
@@ -14,8 +34,8 @@ class PredictionFilter(django_filters.FilterSet):
         exclude=True,
         help_text="With (true) or without an outcome.",
     )
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     interaction_id = django_filters.CharFilter()
     event_id = django_filters.CharFilter()
 
@@ -31,8 +51,8 @@ class FeedbackFilter(django_filters.FilterSet):
     model = django_filters.CharFilter(field_name="registered_model__name")
     kind = django_filters.ChoiceFilter(choices=FeedbackKind.choices)
     interaction_id = django_filters.CharFilter()
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Feedback

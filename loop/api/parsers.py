@@ -1,9 +1,8 @@
-import codecs
 import json
 from typing import Any
 
 from django.conf import settings
-from rest_framework.exceptions import APIException, ParseError
+from rest_framework.exceptions import APIException, ParseError, UnsupportedMediaType
 from rest_framework.parsers import JSONParser
 
 from collector.payloads import storable_problem
@@ -27,14 +26,20 @@ class BoundedJSONParser(JSONParser):
         limit = settings.FEEDBACKHUB_MAX_BODY_BYTES
         request = (parser_context or {}).get("request")
         declared = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise RequestTooLarge(f"The request body is {int(declared)} bytes; the limit is {limit}.")
         raw = stream.read(limit + 1)
         if len(raw) > limit:
             raise RequestTooLarge(f"The request body is over the limit of {limit} bytes.")
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            data = json.loads(codecs.decode(raw, encoding), parse_constant=_reject_constant)
+            text = raw.decode(encoding)
+        except LookupError:
+            raise UnsupportedMediaType(f"application/json; charset={encoding}") from None
+        except UnicodeDecodeError as error:
+            raise ParseError(f"JSON parse error - the body is not valid {encoding}: {error.reason}") from None
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
         except RecursionError:
             raise ParseError("JSON parse error - the body is nested too deeply.") from None
         except ValueError as error:

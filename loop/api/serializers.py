@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from collector.models import Feedback, FeedbackKind, Prediction, RegisteredModel, TaskType
+from loop.models import TrainingRun
 from reviews.models import Instruction, KnowledgeEntry, ReviewTask
 
 MAX_ID = 2**63 - 1
@@ -285,3 +286,44 @@ class ReviewTaskSerializer(serializers.ModelSerializer):
             "trigger_feedback", "related_feedback", "assignee", "resolution_note", "created_at", "updated_at",
             "closed_at",
         ]  # fmt: skip
+
+
+class ExampleInSerializer(serializers.Serializer):
+    """Seed 001's training example."""
+
+    input = AnyJSONField(help_text="What the model sees.")
+    target = AnyJSONField(help_text="The right answer.")
+
+
+class PredictInSerializer(serializers.Serializer):
+    input = AnyJSONField(help_text="What the model should predict for.")
+
+
+class PredictOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    event_id = serializers.CharField()
+    prediction = AnyJSONField()
+    confidence = serializers.FloatField(allow_null=True)
+    version = serializers.CharField()
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="registered_model.name")
+    candidate_version = serializers.CharField(source="candidate_version.version", allow_null=True, default=None)
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id", "model", "status", "trigger", "created_at", "started_at", "finished_at", "duration_seconds",
+            "train_count", "holdout_count", "dataset_sha256", "metric", "candidate_score", "champion_score",
+            "promoted", "candidate_version", "decision", "error",
+        ]  # fmt: skip
+
+
+class ModelVersionSerializer(serializers.Serializer):
+    version = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    champion = serializers.BooleanField()
+    trained_by_hub = serializers.BooleanField()
+    sha256 = serializers.CharField(allow_null=True)
+    metrics = serializers.DictField(allow_null=True)

@@ -17,4 +17,10 @@ urlpatterns = [
     path("models/<str:name>/instructions/active/", views.ActiveInstructionView.as_view(), name="instructions-active"),
     path("review-tasks/", views.ReviewTasksView.as_view(), name="review-tasks"),
     path("insights/", views.InsightsView.as_view(), name="insights"),
+    path("models/<str:name>/examples/", views.ExamplesView.as_view(), name="model-examples"),
+    path("models/<str:name>/retrain/", views.RetrainView.as_view(), name="model-retrain"),
+    path("models/<str:name>/rollback/", views.RollbackView.as_view(), name="model-rollback"),
+    path("models/<str:name>/versions/", views.VersionsView.as_view(), name="model-versions"),
+    path("models/<str:name>/predict/", views.PredictView.as_view(), name="model-predict"),
+    path("training-runs/<int:pk>/", views.TrainingRunView.as_view(), name="training-run"),
 ]

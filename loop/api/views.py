@@ -7,6 +7,7 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import generics, serializers
+from rest_framework.exceptions import NotFound as DRFNotFound
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -15,12 +16,15 @@ from rest_framework.views import APIView
 
 from collector import selectors, services
 from collector.exports import FORMATS, export_lines, export_rows
-from collector.models import ApiKey, IngestSource
-from feedbackhub.errors import FieldProblem, InvalidInput, NotFound, PayloadTooLarge
+from collector.models import ApiKey, IngestSource, RegisteredModel
+from feedbackhub.api_errors import flatten_detail
+from feedbackhub.errors import Conflict, FieldProblem, InvalidInput, NotFound, PayloadTooLarge
+from loop import services as loop_services
 from loop.api import serializers as api
 from loop.api.filters import FeedbackFilter, PredictionFilter, ReviewTaskFilter
 from loop.api.quality import counts_data, metrics_data, version_quality_data
 from loop.api.schema import ApiKeyScheme  # noqa: F401  (registers the scheme with drf-spectacular)
+from loop.models import TrainingRun
 from reviews import selectors as review_selectors
 from reviews import services as review_services
 from reviews.insights import insights_for
@@ -43,6 +47,12 @@ class NewestFirstCursor(CursorPagination):
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def decode_cursor(self, request: Request) -> Any:
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None and not str(cursor.position).lstrip("-").isdigit():
+            raise DRFNotFound(self.invalid_cursor_message)  # hand-made cursors with a non-numeric position
+        return cursor
 
 
 def _reader(request: Request) -> services.Actor | None:
@@ -216,7 +226,7 @@ class FeedbackView(generics.ListAPIView):
         results = services.feedback_record_batch(
             items=[services.FeedbackIn(**item) for item in items], actor=_writer(request), single=single
         )
-        review_services.review_triggers_evaluate(feedback_ids=[result.id for result in results if result.created])
+        review_services.review_triggers_evaluate(feedback_ids=[result.id for result in results])
         return _recorded_response(results, single)
 
 
@@ -424,7 +434,7 @@ class InsightsView(APIView):
     )
     def get(self, request: Request) -> Response:
         days_text = request.query_params.get("days", "30")
-        if not days_text.isdigit() or not 1 <= int(days_text) <= 3650:
+        if not (days_text.isascii() and days_text.isdigit()) or not 1 <= int(days_text) <= 3650:
             problem = FieldProblem("days", "is a whole number of days from 1 to 3650")
             raise InvalidInput(f"days: {problem.message}", [problem])
         actor = _reader(request)
@@ -438,3 +448,121 @@ class InsightsView(APIView):
             problem = FieldProblem("model", "this API key is limited to some models: name one of them")
             raise InvalidInput(f"model: {problem.message}", [problem])
         return Response(insights_for(registered_model=model, days=int(days_text)).as_dict())
+
+
+def _model_named(request: Request, name: str, *, for_write: bool = False) -> RegisteredModel:
+    actor = _writer(request) if for_write else _reader(request)
+    model = selectors.registered_model_list(actor=actor).filter(name=name).first()
+    if model is None:
+        raise NotFound(f"no model named '{name}'", [FieldProblem("name", f"no model named '{name}'")])
+    return model
+
+
+class ExamplesView(APIView):
+    @extend_schema(
+        summary="Add labelled training examples (seed 001)",
+        description='`{"input": ..., "target": ...}` or a list of them; they count toward the retrain threshold.',
+        request=_one_or_many_schema("ExampleInOneOrMany", api.ExampleInSerializer),
+        responses={201: OpenApiTypes.OBJECT, **ERRORS},
+    )
+    def post(self, request: Request, name: str) -> Response:
+        model = _model_named(request, name, for_write=True)
+        try:
+            items, single = _one_or_many(request, api.ExampleInSerializer)
+        except serializers.ValidationError as error:
+            problems = _validation_problems(error)
+            raise InvalidInput(
+                f"Invalid feedback format: {problems[0].field} {problems[0].message}", problems
+            ) from None
+        ids = loop_services.examples_record(
+            registered_model=model,
+            items=[loop_services.ExampleIn(**item) for item in items],
+            actor=_writer(request),
+            single=single,
+        )
+        return Response({"created": len(ids), "ids": ids}, status=201)
+
+
+def _validation_problems(error: serializers.ValidationError) -> list[FieldProblem]:
+    return flatten_detail(error.detail)
+
+
+class RetrainView(APIView):
+    @extend_schema(
+        summary="Retrain now",
+        request=None,
+        responses={
+            202: api.TrainingRunSerializer,
+            409: OpenApiResponse(description="A run is already queued or running."),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        run, created = loop_services.retrain_request(
+            registered_model=_model_named(request, name, for_write=True), trigger="api"
+        )
+        if not created:
+            message = f"run {run.pk} is already {run.status}; see /api/v1/training-runs/{run.pk}/"
+            raise Conflict(message, [FieldProblem("name", message)])
+        return Response(api.TrainingRunSerializer(run).data, status=202)
+
+
+class TrainingRunView(generics.RetrieveAPIView):
+    serializer_class = api.TrainingRunSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        models = selectors.registered_model_list(actor=_reader(self.request))
+        return TrainingRun.objects.filter(registered_model__in=models).select_related(
+            "registered_model", "candidate_version"
+        )
+
+
+class RollbackView(APIView):
+    @extend_schema(
+        summary="Make the previous champion the champion again",
+        request=None,
+        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+    )
+    def post(self, request: Request, name: str) -> Response:
+        promotion = loop_services.champion_rollback(
+            registered_model=_model_named(request, name, for_write=True), actor=_writer(request).label
+        )
+        return Response({"champion": promotion.model_version.version, "previous": promotion.previous_version.version})
+
+
+class VersionsView(APIView):
+    @extend_schema(
+        summary="A model's versions, with the champion marked", responses={200: api.ModelVersionSerializer(many=True)}
+    )
+    def get(self, request: Request, name: str) -> Response:
+        model = _model_named(request, name)
+        champion = loop_services.current_champion(model)
+        rows = []
+        for version in model.versions.select_related("artifact").order_by("-created_at"):
+            artifact = getattr(version, "artifact", None)
+            rows.append(
+                {
+                    "version": version.version,
+                    "created_at": version.created_at,
+                    "champion": champion is not None and champion.pk == version.pk,
+                    "trained_by_hub": artifact is not None,
+                    "sha256": artifact.sha256 if artifact else None,
+                    "metrics": artifact.metrics if artifact else None,
+                }
+            )
+        return Response(rows)
+
+
+class PredictView(APIView):
+    @extend_schema(
+        summary="Predict with the current champion",
+        description="The prediction is recorded like any other (masking included), with its event_id.",
+        request=_one_or_many_schema("PredictInOneOrMany", api.PredictInSerializer),
+        responses={200: _one_or_many_schema("PredictOutOneOrMany", api.PredictOutSerializer), **ERRORS},
+    )
+    def post(self, request: Request, name: str) -> Response:
+        model = _model_named(request, name, for_write=True)
+        items, single = _one_or_many(request, api.PredictInSerializer)
+        rows = loop_services.champion_predict(
+            registered_model=model, inputs=[item["input"] for item in items], actor=_writer(request)
+        )
+        return Response(rows[0] if single else rows)

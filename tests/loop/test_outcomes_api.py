@@ -110,7 +110,7 @@ def test_a_scoped_key_may_not_set_outcomes_of_another_models_predictions(predict
 
     response = ApiClient(raw).post_json(OUTCOMES, {"prediction_id": prediction_id, "actual": 1})
 
-    assert response.status_code == 403
+    assert response.status_code == 404  # another model's prediction is not named, not even its model
     assert Prediction.objects.get().actual is None
 
 

@@ -1,0 +1,106 @@
+"""Model files on disk: written atomically, identified by SHA-256, and checked before they are loaded again."""
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loop.trainers import DEFAULT_TRAINER, Trainer, TrainerSpecError, check_trainable_task, trainer_class
+
+ARTIFACT_SUFFIX = ".skops"
+_ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_DATASET_HASH_HEADER = b"feedbackhub-dataset-v1\n"
+
+
+class ArtifactIntegrityError(ValueError):
+    """The model file is not the one that was saved."""
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    path: Path
+    sha256: str
+    size: int
+
+
+def artifact_save(*, trainer: Trainer, directory: Path, name: str) -> ArtifactInfo:
+    """Write `<directory>/<name>.skops`, replacing any file of that name only once the new one is complete."""
+    if not _ARTIFACT_NAME.fullmatch(name):
+        raise ValueError(
+            f"Artifact name {name!r} must be 1-200 letters, digits, '.', '_' or '-', not starting with '.'."
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    final_path = directory / f"{name}{ARTIFACT_SUFFIX}"
+    # Same directory, so os.replace is an atomic rename: readers see the old file or the whole new one.
+    handle, temporary_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    os.close(handle)
+    temporary_path = Path(temporary_name)
+    try:
+        trainer.save(temporary_path)
+        sha256, size = _fsynced_digest(temporary_path)
+        os.replace(temporary_path, final_path)
+    except BaseException:
+        temporary_path.unlink(missing_ok=True)
+        raise
+    _fsync_directory(directory)
+    return ArtifactInfo(path=final_path, sha256=sha256, size=size)
+
+
+def artifact_load(*, path: Path, sha256: str, spec: dict[str, Any], task_type: str) -> Trainer:
+    """The trainer saved at `path`, once the file's SHA-256 matches the one recorded when it was saved."""
+    actual, _ = _digest(path)
+    if actual != sha256.lower():
+        raise ArtifactIntegrityError(
+            f"{path} has changed since it was saved (SHA-256 {actual}, expected {sha256}); refusing to load it."
+        )
+    check_trainable_task(task_type=task_type)
+    if not isinstance(spec, dict):
+        raise TrainerSpecError("A training spec is a JSON object.")
+    name = spec.get("trainer", DEFAULT_TRAINER)
+    trainer = trainer_class(name).load(path, spec)
+    loaded_task = trainer.describe().get("task_type")
+    if loaded_task != task_type:
+        raise TrainerSpecError(f"{path} holds a {loaded_task} model but a {task_type} model was expected.")
+    return trainer
+
+
+def dataset_hash(rows: Iterable[tuple[int, Any, Any]]) -> str:
+    """SHA-256 over (example id, input, target) rows, in the order given, as canonical JSON lines.
+
+    Equal for the same rows in the same order whatever the dict key order; the caller iterates in a stable
+    order (e.g. by example id). Inputs and targets must be JSON values.
+    """
+    digest = hashlib.sha256(_DATASET_HASH_HEADER)
+    for example_id, input_value, target in rows:
+        # JSON escapes newlines inside strings, so one row per line cannot be confused with two rows.
+        line = json.dumps([example_id, input_value, target], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        digest.update(line.encode("ascii"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    with path.open("rb") as file:
+        digest = hashlib.file_digest(file, "sha256")
+        return digest.hexdigest(), file.tell()
+
+
+def _fsynced_digest(path: Path) -> tuple[str, int]:
+    # The database will point at this file once the caller commits, so it must be on disk before the rename.
+    with path.open("rb+") as file:
+        os.fsync(file.fileno())
+        digest = hashlib.file_digest(file, "sha256")
+        return digest.hexdigest(), file.tell()
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

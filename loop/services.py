@@ -1,0 +1,375 @@
+"""Writes of the improvement loop: labelled examples, training runs, promotion, rollback, champion predictions."""
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from collector.labels import LabelError, label_for, numeric_value
+from collector.models import IngestSource, ModelVersion, Prediction, RegisteredModel, TaskType
+from collector.services import Actor, PredictionIn, prediction_record_batch
+from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput
+from loop.artifacts import artifact_load, artifact_save, dataset_hash
+from loop.evaluation import baseline_predictions, improvement, score
+from loop.models import (
+    ACTIVE_RUN_STATUSES,
+    LabelledExample,
+    ModelArtifact,
+    Promotion,
+    RetrainPolicy,
+    RunStatus,
+    TrainingRun,
+)
+from loop.trainers import Trainer, trainer_from_spec
+
+logger = logging.getLogger(__name__)
+MIN_TRAIN_EXAMPLES = 8
+CHUNK = 2000
+
+
+def retrain_policy_for(registered_model: RegisteredModel) -> RetrainPolicy:
+    policy, _ = RetrainPolicy.objects.get_or_create(registered_model=registered_model)
+    return policy
+
+
+def _metric(policy: RetrainPolicy) -> str:
+    if policy.metric:
+        return policy.metric
+    return "mae" if policy.registered_model.task_type == TaskType.REGRESSION else "accuracy"
+
+
+def _canonical_target(task_type: str, value: Any) -> Any:
+    return numeric_value(value) if task_type == TaskType.REGRESSION else label_for(task_type, value)
+
+
+# --- labelled examples ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExampleIn:
+    input: Any
+    target: Any
+
+
+def examples_record(
+    *, registered_model: RegisteredModel, items: Sequence[ExampleIn], actor: Actor, single: bool = False
+) -> list[int]:
+    """Store training examples (seed 001's format); all or nothing, masked like every other write."""
+    if not actor.may_write(registered_model.pk):
+        message = f"this API key may not write to model '{registered_model.name}'"
+        raise Forbidden(message, [FieldProblem("name", message)])
+    if registered_model.task_type == TaskType.GENERATIVE:
+        message = f"model '{registered_model.name}' is generative; only classification and regression models train here"
+        raise InvalidInput(message, [FieldProblem("target", message)])
+    problems = []
+    for index, item in enumerate(items):
+        try:
+            _canonical_target(registered_model.task_type, item.target)
+        except LabelError as error:
+            field = "target" if single else f"[{index}].target"
+            problems.append(
+                FieldProblem(field, f"{error} (model '{registered_model.name}' is {registered_model.task_type})")
+            )
+    if problems:
+        raise InvalidInput(f"{problems[0].field}: {problems[0].message}", problems)
+    policy = registered_model.redaction_policy()
+    rows = LabelledExample.objects.bulk_create(
+        LabelledExample(
+            registered_model=registered_model,
+            input=policy.value(item.input, "input"),
+            target=item.target,
+            actor=actor.label,
+        )
+        for item in items
+    )
+    transaction.on_commit(lambda: retrain_if_due(registered_model=registered_model))
+    return [row.pk for row in rows]
+
+
+def labelled_since(*, registered_model: RegisteredModel, since: datetime | None) -> int:
+    """New labelled examples since `since`: outcomes, approved label corrections and direct examples."""
+    predictions = Prediction.objects.filter(registered_model=registered_model)
+    examples = LabelledExample.objects.filter(registered_model=registered_model)
+    if since is None:
+        labelled = predictions.filter(Q(actual__isnull=False) | Q(training_label__isnull=False))
+        return labelled.count() + examples.count()
+    labelled = predictions.filter(Q(actual_recorded_at__gt=since) | Q(training_label_at__gt=since))
+    return labelled.count() + examples.filter(created_at__gt=since).count()
+
+
+# --- requesting runs --------------------------------------------------------------------------------
+
+
+def retrain_request(*, registered_model: RegisteredModel, trigger: str) -> tuple[TrainingRun, bool]:
+    """Queue a run, or return the one already queued or running (duplicate triggers coalesce)."""
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(registered_model=registered_model, trigger=trigger)
+    except IntegrityError:  # one_active_run_per_model: a run is already queued or running
+        return TrainingRun.objects.get(registered_model=registered_model, status__in=ACTIVE_RUN_STATUSES), False
+    from loop.tasks import retrain
+
+    transaction.on_commit(lambda: retrain.delay(run.pk))
+    return run, True
+
+
+def _last_run_start(registered_model: RegisteredModel) -> datetime | None:
+    last = (
+        TrainingRun.objects.filter(registered_model=registered_model, started_at__isnull=False)
+        .order_by("-started_at")
+        .first()
+    )
+    return last.started_at if last else None
+
+
+def retrain_if_due(*, registered_model: RegisteredModel) -> TrainingRun | None:
+    policy = retrain_policy_for(registered_model)
+    if not policy.enabled or registered_model.task_type == TaskType.GENERATIVE:
+        return None
+    waiting = labelled_since(registered_model=registered_model, since=_last_run_start(registered_model))
+    if waiting < policy.min_new_examples:
+        return None
+    run, _ = retrain_request(registered_model=registered_model, trigger="threshold")
+    return run
+
+
+def retrain_due_models() -> list[TrainingRun]:
+    """Beat: queue a run for every model with enough new labelled examples."""
+    runs = []
+    for policy in RetrainPolicy.objects.filter(enabled=True).select_related("registered_model"):
+        run = retrain_if_due(registered_model=policy.registered_model)
+        if run is not None:
+            runs.append(run)
+    return runs
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+
+def _stale_before() -> datetime:
+    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+
+
+def _claim(run_id: int) -> bool:
+    now = timezone.now()
+    claimable = Q(status=RunStatus.QUEUED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=_stale_before())
+    claimed = TrainingRun.objects.filter(claimable, pk=run_id).update(
+        status=RunStatus.RUNNING, started_at=now, heartbeat_at=now
+    )
+    return claimed == 1  # 0: another worker runs it, or it already finished
+
+
+def _beat(run: TrainingRun) -> None:
+    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+
+
+def _dataset(registered_model: RegisteredModel) -> Iterator[tuple[datetime, str, Any, Any]]:
+    """(time, id, input, target) of every labelled example, oldest first, read in chunks."""
+    predictions = (
+        Prediction.objects.filter(registered_model=registered_model)
+        .filter(Q(actual__isnull=False) | Q(training_label__isnull=False))
+        .order_by("created_at", "pk")
+        .values_list("created_at", "pk", "input", "actual", "training_label")
+        .iterator(chunk_size=CHUNK)
+    )
+    examples = (
+        LabelledExample.objects.filter(registered_model=registered_model)
+        .order_by("created_at", "pk")
+        .values_list("created_at", "pk", "input", "target")
+        .iterator(chunk_size=CHUNK)
+    )
+    from_predictions = (
+        (created, f"p{pk}", given, label if label is not None else actual)
+        for created, pk, given, actual, label in predictions
+    )
+    from_examples = ((created, f"e{pk}", given, target) for created, pk, given, target in examples)
+    return heapq.merge(from_predictions, from_examples, key=lambda row: (row[0], row[1]))
+
+
+def current_champion(registered_model: RegisteredModel) -> ModelVersion | None:
+    latest = Promotion.objects.filter(registered_model=registered_model).select_related("model_version").first()
+    return latest.model_version if latest else None
+
+
+def training_run_execute(*, run_id: int) -> TrainingRun | None:
+    """Train, evaluate on the newest holdout, and promote only a better model. None when not claimed."""
+    if not _claim(run_id):
+        return None
+    run = TrainingRun.objects.select_related("registered_model").get(pk=run_id)
+    started = time.monotonic()
+    try:
+        _train_evaluate_promote(run)
+    except Exception as error:
+        logger.exception("Training run %s failed", run.pk)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.FAILED,
+            error=f"{type(error).__name__}: {error}",
+            finished_at=timezone.now(),
+            duration_seconds=time.monotonic() - started,
+        )
+    else:
+        TrainingRun.objects.filter(pk=run.pk).update(duration_seconds=time.monotonic() - started)
+    run.refresh_from_db()
+    return run
+
+
+def _train_evaluate_promote(run: TrainingRun) -> None:
+    model = run.registered_model
+    policy = retrain_policy_for(model)
+    task_type = model.task_type
+    rows = [(row_id, given, _canonical_target(task_type, target)) for _, row_id, given, target in _dataset(model)]
+    holdout_count = max(1, int(len(rows) * policy.holdout_share))
+    train, holdout = rows[:-holdout_count], rows[-holdout_count:]
+    if len(train) < MIN_TRAIN_EXAMPLES:
+        raise ValueError(f"only {len(rows)} labelled examples; at least {MIN_TRAIN_EXAMPLES + 1} are needed")
+    trainer = trainer_from_spec(spec=policy.trainer_spec, task_type=task_type)
+    trainer.fit([given for _, given, _ in train], [target for _, _, target in train])
+    _beat(run)
+    metric = _metric(policy)
+    targets = [target for _, _, target in holdout]
+    inputs = [given for _, given, _ in holdout]
+    candidate_score = score(task_type=task_type, metric=metric, targets=targets, predictions=trainer.predict(inputs))
+    champion = current_champion(model)
+    champion_trainer = _trainer_of(champion, task_type) if champion else None
+    if champion_trainer is not None:
+        rival, rival_name, needed = (
+            champion_trainer.predict(inputs),
+            f"champion {champion.version}",
+            policy.min_improvement,
+        )
+    else:
+        train_targets = [target for _, _, target in train]
+        rival = baseline_predictions(task_type=task_type, train_targets=train_targets, count=len(holdout))
+        rival_name, needed = "the trivial baseline", 0.0
+    rival_score = score(task_type=task_type, metric=metric, targets=targets, predictions=rival)
+    gain = improvement(metric=metric, candidate=candidate_score, champion=rival_score)
+    promote = gain > needed
+    decision = (
+        f"{metric} {candidate_score:.4f} against {rival_name}'s {rival_score:.4f} on {len(holdout)} held-out examples: "
+        + ("promoted" if promote else f"kept the champion (needs an improvement above {needed})")
+    )
+    version_name = f"hub-{run.pk}"
+    artifact = artifact_save(trainer=trainer, directory=_artifact_dir(model), name=version_name)
+    with transaction.atomic():
+        version = ModelVersion.objects.create(registered_model=model, version=version_name)
+        ModelArtifact.objects.create(
+            model_version=version,
+            training_run=run,
+            path=str(artifact.path),
+            sha256=artifact.sha256,
+            size=artifact.size,
+            trainer_spec=policy.trainer_spec,
+            description=trainer.describe(),
+            metrics={metric: candidate_score, f"{metric}_rival": rival_score},
+        )
+        if promote:
+            Promotion.objects.create(
+                registered_model=model, model_version=version, previous_version=champion, kind="promotion",
+                reason=decision, actor=f"run:{run.pk}",
+            )  # fmt: skip
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.SUCCEEDED,
+            finished_at=timezone.now(),
+            train_count=len(train),
+            holdout_count=len(holdout),
+            dataset_sha256=dataset_hash((row_id, given, target) for row_id, given, target in train),
+            metric=metric,
+            candidate_score=candidate_score,
+            champion_score=rival_score,
+            promoted=promote,
+            candidate_version=version,
+            decision=decision,
+        )
+
+
+def _artifact_dir(model: RegisteredModel) -> Path:
+    directory = Path(settings.VAR_DIR) / "artifacts" / model.name
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _trainer_of(version: ModelVersion, task_type: str) -> Trainer | None:
+    artifact = ModelArtifact.objects.filter(model_version=version).first()
+    if artifact is None:  # a champion trained elsewhere: the hub only knows its predictions
+        return None
+    return artifact_load(
+        path=Path(artifact.path), sha256=artifact.sha256, spec=artifact.trainer_spec, task_type=task_type
+    )
+
+
+# --- rollback and predictions -----------------------------------------------------------------------
+
+
+def champion_rollback(*, registered_model: RegisteredModel, actor: str) -> Promotion:
+    """Make the previous champion the champion again, in one step."""
+    with transaction.atomic():
+        latest = Promotion.objects.select_for_update().filter(registered_model=registered_model).first()
+        if latest is None or latest.previous_version is None:
+            message = f"model '{registered_model.name}' has no previous champion to roll back to"
+            raise Conflict(message, [FieldProblem("name", message)])
+        return Promotion.objects.create(
+            registered_model=registered_model,
+            model_version=latest.previous_version,
+            previous_version=latest.model_version,
+            kind="rollback",
+            reason=f"rolled back from {latest.model_version.version}",
+            actor=actor,
+        )
+
+
+_champions: dict[int, tuple[int, Trainer]] = {}
+_champions_lock = threading.Lock()
+
+
+def _champion_trainer(registered_model: RegisteredModel) -> tuple[ModelVersion, Trainer]:
+    """The champion's trainer, loaded once per process and reloaded when the champion changes."""
+    version = current_champion(registered_model)
+    trainer = _trainer_of(version, registered_model.task_type) if version else None
+    if version is None or trainer is None:
+        message = f"model '{registered_model.name}' has no champion trained by the hub yet: retrain it first"
+        raise Conflict(message, [FieldProblem("name", message)])
+    return version, trainer
+
+
+def champion_predict(*, registered_model: RegisteredModel, inputs: Sequence[Any], actor: Actor) -> list[dict[str, Any]]:
+    version = current_champion(registered_model)
+    with _champions_lock:
+        cached = _champions.get(registered_model.pk)
+        if cached is None or version is None or cached[0] != version.pk:
+            version, trainer = _champion_trainer(registered_model)
+            _champions[registered_model.pk] = (version.pk, trainer)
+        trainer = _champions[registered_model.pk][1]
+    predictions = trainer.predict(list(inputs))
+    probabilities = trainer.predict_proba(list(inputs)) or [None] * len(predictions)
+    items = [
+        PredictionIn(
+            model=registered_model.name,
+            version=version.version,
+            input=given,
+            prediction=predicted,
+            confidence=max(proba.values()) if proba else None,
+            attributes={"probabilities": proba} if proba else {},
+        )
+        for given, predicted, proba in zip(inputs, predictions, probabilities, strict=True)
+    ]
+    recorded = prediction_record_batch(items=items, actor=actor, source=IngestSource.PREDICT)
+    return [
+        {
+            "id": row.id,
+            "event_id": row.event_id,
+            "prediction": item.prediction,
+            "confidence": item.confidence,
+            "version": version.version,
+        }
+        for row, item in zip(recorded, items, strict=True)
+    ]

@@ -1,0 +1,220 @@
+"""The improvement loop through its services and API. Tasks run in-process here (eager); a real Celery worker
+runs the same loop in tests/e2e/test_retrain_worker.py."""
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collector.models import Prediction, RegisteredModel
+from feedbackhub.celery import app as celery_app
+from loop import services
+from loop.models import LabelledExample, ModelArtifact, Promotion, RetrainPolicy, RunStatus, TrainingRun
+from tests.conftest import ApiClient
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _tasks_in_process(django_capture_on_commit_callbacks) -> Iterator[None]:
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def seed_model() -> RegisteredModel:
+    model = RegisteredModel.objects.create(name="seed", task_type="binary")
+    RetrainPolicy.objects.create(registered_model=model, min_new_examples=5, holdout_share=0.25)
+    return model
+
+
+def separable(count: int, seed: int = 1) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        x, y = rng.random(), rng.random()
+        rows.append({"input": [x, y], "target": int(x + y > 1)})
+    return rows
+
+
+def post_examples(api: ApiClient, rows: list[dict], capture) -> object:
+    with capture(execute=True):
+        return api.post_json("/api/v1/models/seed/examples/", rows)
+
+
+def test_seed_001_examples_retrain_only_past_the_threshold(
+    api: ApiClient, seed_model, django_capture_on_commit_callbacks
+) -> None:
+    rows = separable(40)
+    post_examples(api, rows[:2], django_capture_on_commit_callbacks)
+    assert not TrainingRun.objects.exists()
+
+    seed_model.retrain_policy.min_new_examples = 40
+    seed_model.retrain_policy.save()
+    response = post_examples(api, rows[2:], django_capture_on_commit_callbacks)
+
+    assert response.status_code == 201
+    run = TrainingRun.objects.get()
+    assert (run.trigger, run.status, run.promoted) == ("threshold", RunStatus.SUCCEEDED, True), run.error
+    assert (run.train_count, run.holdout_count) == (30, 10)
+    assert "against the trivial baseline" in run.decision
+    artifact = ModelArtifact.objects.get()
+    assert Path(artifact.path).is_file() and len(artifact.sha256) == 64 and artifact.size > 0
+    assert services.current_champion(seed_model) == run.candidate_version
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"input": [1, 2]}, "target"), ({"target": 1}, "input"), ({"input": [1], "target": "cat"}, "target")],
+)
+def test_anything_else_is_an_invalid_feedback_format(api: ApiClient, seed_model, body: dict, field: str) -> None:
+    response = api.post_json("/api/v1/models/seed/examples/", body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"][0]["field"] == field
+    assert not LabelledExample.objects.exists()
+
+
+def train_now(model: RegisteredModel) -> TrainingRun:
+    run, created = services.retrain_request(registered_model=model, trigger="test")
+    assert created
+    return services.training_run_execute(run_id=run.pk) or TrainingRun.objects.get(pk=run.pk)
+
+
+def store_examples(model: RegisteredModel, rows: list[dict]) -> None:
+    LabelledExample.objects.bulk_create(
+        LabelledExample(registered_model=model, input=row["input"], target=row["target"], actor="t") for row in rows
+    )
+
+
+def test_a_candidate_that_is_not_better_keeps_the_champion(seed_model) -> None:
+    store_examples(seed_model, separable(60))
+    first = train_now(seed_model)
+    policy = seed_model.retrain_policy
+    policy.min_improvement = 0.5
+    policy.save()
+    store_examples(seed_model, separable(20, seed=2))
+
+    second = train_now(seed_model)
+
+    assert first.promoted and not second.promoted
+    assert "kept the champion" in second.decision
+    assert services.current_champion(seed_model) == first.candidate_version
+    assert second.champion_score is not None
+
+
+def test_the_first_model_must_beat_the_trivial_baseline(seed_model) -> None:
+    store_examples(seed_model, [{"input": [0.5, 0.5], "target": int(n % 10 < 7)} for n in range(40)])
+
+    run = train_now(seed_model)
+
+    assert run.status == RunStatus.SUCCEEDED and not run.promoted
+    assert services.current_champion(seed_model) is None
+
+
+def test_a_failed_run_keeps_the_champion_and_records_the_error(seed_model) -> None:
+    store_examples(seed_model, separable(60))
+    first = train_now(seed_model)
+    seed_model.retrain_policy.trainer_spec = {"estimator": "os.system"}
+    seed_model.retrain_policy.save()
+
+    failed = train_now(seed_model)
+
+    assert failed.status == RunStatus.FAILED and "os.system" in failed.error
+    assert services.current_champion(seed_model) == first.candidate_version
+
+
+def test_duplicate_triggers_coalesce_into_one_run(api: ApiClient, seed_model) -> None:
+    celery_app.conf.task_always_eager = False  # leave the run queued, as a busy worker would
+    first = api.post_json("/api/v1/models/seed/retrain/", {})
+    second = api.post_json("/api/v1/models/seed/retrain/", {})
+    _, created = services.retrain_request(registered_model=seed_model, trigger="threshold")
+
+    assert first.status_code == 202 and second.status_code == 409
+    assert created is False
+    assert TrainingRun.objects.count() == 1
+    assert api.get(f"/api/v1/training-runs/{first.json()['id']}/").json()["status"] == "queued"
+
+
+def test_a_run_is_executed_once_however_often_it_is_delivered(seed_model) -> None:
+    store_examples(seed_model, separable(40))
+    run, _ = services.retrain_request(registered_model=seed_model, trigger="test")
+
+    assert services.training_run_execute(run_id=run.pk) is not None
+    assert services.training_run_execute(run_id=run.pk) is None
+    assert Promotion.objects.count() == 1
+
+
+def test_predict_uses_the_champion_records_the_prediction_and_follows_a_rollback(api: ApiClient, seed_model) -> None:
+    policy = seed_model.retrain_policy
+    policy.trainer_spec = {"estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1}}
+    policy.save()
+    store_examples(seed_model, separable(60))
+    first = train_now(seed_model)
+    policy.trainer_spec = {}
+    policy.save()
+    store_examples(seed_model, separable(200, seed=3))
+    second = train_now(seed_model)
+    assert first.promoted and second.promoted, (first.decision, second.decision)
+
+    answer = api.post_json("/api/v1/models/seed/predict/", {"input": [0.9, 0.9]}).json()
+    assert (answer["prediction"], answer["version"]) == ("1", second.candidate_version.version)
+    stored = Prediction.objects.get(event_id=answer["event_id"])
+    assert stored.source == "predict" and 0.5 <= stored.confidence <= 1
+
+    rollback = api.post_json("/api/v1/models/seed/rollback/", {})
+    assert rollback.json() == {
+        "champion": first.candidate_version.version,
+        "previous": second.candidate_version.version,
+    }
+    again = api.post_json("/api/v1/models/seed/predict/", [{"input": [0.1, 0.1]}, {"input": [0.9, 0.8]}]).json()
+    assert [row["version"] for row in again] == [first.candidate_version.version] * 2
+    assert [row["prediction"] for row in again] == ["0", "1"]
+    versions = {row["version"]: row["champion"] for row in api.get("/api/v1/models/seed/versions/").json()}
+    assert versions == {first.candidate_version.version: True, second.candidate_version.version: False}
+
+
+def test_predict_without_a_champion_says_what_to_do(api: ApiClient, seed_model) -> None:
+    response = api.post_json("/api/v1/models/seed/predict/", {"input": [1, 2]})
+
+    assert response.status_code == 409
+    assert "retrain it first" in response.json()["error"]["message"]
+    assert api.post_json("/api/v1/models/seed/rollback/", {}).status_code == 409
+
+
+def test_outcomes_and_approved_labels_are_training_data_and_the_label_wins(api: ApiClient, seed_model) -> None:
+    rows = separable(40)
+    api.post_json(
+        "/api/v1/predictions/",
+        [{"model": "seed", "version": "v0", "input": r["input"], "prediction": 0, "actual": r["target"]} for r in rows],
+    )
+    relabelled = Prediction.objects.order_by("pk").first()
+    Prediction.objects.filter(pk=relabelled.pk).update(training_label=1 - relabelled.actual)
+
+    dataset = {row_id: target for _, row_id, _, target in services._dataset(seed_model)}
+
+    assert len(dataset) == 40
+    assert dataset[f"p{relabelled.pk}"] == 1 - relabelled.actual
+    assert services.labelled_since(registered_model=seed_model, since=None) == 40
+
+
+def test_the_newest_holdout_is_never_trained_on(seed_model) -> None:
+    store_examples(seed_model, separable(40))
+
+    run = train_now(seed_model)
+
+    newest = list(LabelledExample.objects.order_by("created_at", "pk").values_list("pk", flat=True))[
+        -run.holdout_count :
+    ]
+    from loop.artifacts import dataset_hash
+
+    trained = [
+        (f"e{pk}", row.input, str(row.target))
+        for pk, row in LabelledExample.objects.in_bulk().items()
+        if pk not in newest
+    ]
+    assert run.dataset_sha256 == dataset_hash(sorted(trained, key=lambda row: int(row[0][1:])))
