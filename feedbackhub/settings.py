@@ -213,5 +213,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = FEEDBACKHUB_MAX_BODY_BYTES
 FEEDBACKHUB_WINDOW_OUTCOMES = env_int("FEEDBACKHUB_WINDOW_OUTCOMES", "1000", minimum=1)
 FEEDBACKHUB_METRICS_TOKEN = env_str("FEEDBACKHUB_METRICS_TOKEN", "")
 # Functions (dotted paths) returning prediction or feedback ids the retention purge must keep.
-FEEDBACKHUB_RETENTION_PROTECTORS = ["reviews.selectors.predictions_needed_by_open_tasks"]
+FEEDBACKHUB_RETENTION_PROTECTORS = [
+    "reviews.selectors.predictions_needed_by_open_tasks",
+    "loop.selectors.predictions_in_champion_training_set",
+]
 FEEDBACKHUB_RETENTION_FEEDBACK_PROTECTORS = ["reviews.selectors.feedback_needed_by_open_tasks"]

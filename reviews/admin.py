@@ -1,17 +1,19 @@
+import json
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from collector.models import RegisteredModel
+from collector.models import Prediction, RegisteredModel
 from feedbackhub.errors import DomainError
+from loop.prioritize import label_queue
 from reviews import services
 from reviews.insights import insights_for
 from reviews.models import (
@@ -134,7 +136,55 @@ class ReviewTaskAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list:
         insights = self.admin_site.admin_view(self.insights_view)
-        return [path("insights/", insights, name="reviews_insights"), *super().get_urls()]
+        queue = self.admin_site.admin_view(self.label_queue_view)
+        return [
+            path("insights/", insights, name="reviews_insights"),
+            path("label-queue/", queue, name="reviews_label_queue"),
+            *super().get_urls(),
+        ]
+
+    def label_queue_view(self, request: HttpRequest) -> HttpResponse:
+        """Unlabelled predictions ranked by the loop's label queue; a label given here is applied at once."""
+        if not request.user.has_perms(["reviews.add_correction", "reviews.change_correction"]):
+            raise PermissionDenied
+        models = RegisteredModel.objects.exclude(task_type="generative").order_by("name")
+        chosen = models.filter(name=request.GET.get("model") or request.POST.get("model", "")).first() or models.first()
+        if request.method == "POST" and chosen is not None:
+            self._label_from_queue(request, chosen)
+            return HttpResponseRedirect(f"{request.path}?model={chosen.name}")
+        queue = label_queue(registered_model=chosen, limit=50) if chosen else []
+        rows = Prediction.objects.in_bulk([item.prediction_id for item in queue])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Label queue: {chosen.name if chosen else 'no model'}",
+            "opts": self.model._meta,
+            "models": models,
+            "chosen": chosen,
+            "items": [(item, rows[item.prediction_id]) for item in queue],
+        }
+        return TemplateResponse(request, "admin/reviews/label_queue.html", context)
+
+    def _label_from_queue(self, request: HttpRequest, model: RegisteredModel) -> None:
+        prediction = Prediction.objects.filter(
+            registered_model=model, pk=request.POST.get("prediction_id") or 0
+        ).first()
+        text = request.POST.get("label", "").strip()
+        if prediction is None or not text:
+            self.message_user(request, "Choose a prediction and type its label.", messages.ERROR)
+            return
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        try:
+            correction = services.correction_propose(
+                registered_model=model, prediction=prediction, kind="label", value=value, author=request.user
+            )
+            services.correction_approve(correction=correction, user=request.user)
+        except DomainError as error:
+            self.message_user(request, f"Not labelled: {error.message}", messages.ERROR)
+        else:
+            self.message_user(request, f"Prediction {prediction.pk} labelled {value!r}.", messages.SUCCESS)
 
     def insights_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):

@@ -22,5 +22,6 @@ urlpatterns = [
     path("models/<str:name>/rollback/", views.RollbackView.as_view(), name="model-rollback"),
     path("models/<str:name>/versions/", views.VersionsView.as_view(), name="model-versions"),
     path("models/<str:name>/predict/", views.PredictView.as_view(), name="model-predict"),
+    path("models/<str:name>/label-queue/", views.LabelQueueView.as_view(), name="model-label-queue"),
     path("training-runs/<int:pk>/", views.TrainingRunView.as_view(), name="training-run"),
 ]

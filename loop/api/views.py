@@ -1,5 +1,6 @@
 """REST endpoints: thin views that validate shapes and call collector services."""
 
+from dataclasses import asdict
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from rest_framework.views import APIView
 
 from collector import selectors, services
 from collector.exports import FORMATS, export_lines, export_rows
-from collector.models import ApiKey, IngestSource, RegisteredModel
+from collector.models import ApiKey, IngestSource, Prediction, RegisteredModel
 from feedbackhub.api_errors import flatten_detail
 from feedbackhub.errors import Conflict, FieldProblem, InvalidInput, NotFound, PayloadTooLarge
 from loop import services as loop_services
@@ -25,6 +26,7 @@ from loop.api.filters import FeedbackFilter, PredictionFilter, ReviewTaskFilter
 from loop.api.quality import counts_data, metrics_data, version_quality_data
 from loop.api.schema import ApiKeyScheme  # noqa: F401  (registers the scheme with drf-spectacular)
 from loop.models import TrainingRun
+from loop.prioritize import label_queue
 from reviews import selectors as review_selectors
 from reviews import services as review_services
 from reviews.insights import insights_for
@@ -550,6 +552,37 @@ class VersionsView(APIView):
                 }
             )
         return Response(rows)
+
+
+class LabelQueueView(APIView):
+    @extend_schema(
+        summary="Unlabelled predictions to label first",
+        description=(
+            "score = 0.5 × uncertainty + 0.4 × disagreement with user feedback + 0.1 × drift; see the README. "
+            "Only the 5,000 most recent unlabelled predictions are scored."
+        ),
+        parameters=[OpenApiParameter("limit", int, description="1 to 500 (default 50).")],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        model = _model_named(request, name)
+        limit_text = request.query_params.get("limit", "50")
+        if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 500:
+            problem = FieldProblem("limit", "is a whole number from 1 to 500")
+            raise InvalidInput(f"limit: {problem.message}", [problem])
+        queue = label_queue(registered_model=model, limit=int(limit_text))
+        rows = Prediction.objects.in_bulk([item.prediction_id for item in queue])
+        return Response(
+            [
+                {
+                    **asdict(item),
+                    "input": rows[item.prediction_id].input,
+                    "prediction": rows[item.prediction_id].prediction,
+                    "created_at": rows[item.prediction_id].created_at,
+                }
+                for item in queue
+            ]
+        )
 
 
 class PredictView(APIView):

@@ -26,8 +26,9 @@ def test_keys_and_integer_card_numbers_are_masked(api: ApiClient) -> None:
     api.post_json("/api/v1/predictions/", prediction_body(input={"jane@example.com": 4111111111111111, "n": 12}))
 
     stored = Prediction.objects.get().input
-    assert list(stored) == [stored and next(iter(stored)), "n"]
-    assert next(iter(stored)).startswith("[masked:email:") and next(iter(stored.values())).startswith("[masked:card:")
+    [masked_key] = [key for key in stored if key != "n"]
+    assert masked_key.startswith("[masked:email:")
+    assert stored[masked_key].startswith("[masked:card:")
     assert stored["n"] == 12
 
 

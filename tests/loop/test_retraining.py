@@ -218,3 +218,85 @@ def test_the_newest_holdout_is_never_trained_on(seed_model) -> None:
         if pk not in newest
     ]
     assert run.dataset_sha256 == dataset_hash(sorted(trained, key=lambda row: int(row[0][1:])))
+
+
+def test_the_label_queue_api_ranks_unlabelled_predictions(api: ApiClient, seed_model) -> None:
+    api.post_json(
+        "/api/v1/predictions/",
+        [
+            {"model": "seed", "version": "v1", "input": [0.1], "prediction": 1, "confidence": 0.99, "event_id": "sure"},
+            {
+                "model": "seed",
+                "version": "v1",
+                "input": [0.5],
+                "prediction": 1,
+                "confidence": 0.51,
+                "event_id": "unsure",
+            },
+            {"model": "seed", "version": "v1", "input": [0.9], "prediction": 1, "actual": 1, "event_id": "done"},
+        ],
+    )
+
+    rows = api.get("/api/v1/models/seed/label-queue/", {"limit": 5}).json()
+
+    assert [row["input"] for row in rows] == [[0.5], [0.1]]
+    assert rows[0]["score"] > rows[1]["score"] and rows[0]["reasons"]
+    assert api.get("/api/v1/models/seed/label-queue/", {"limit": "0"}).status_code == 400
+
+
+def test_a_reviewer_labels_straight_from_the_admin_queue(api: ApiClient, seed_model) -> None:
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    prediction_id = api.post_json(
+        "/api/v1/predictions/", {"model": "seed", "version": "v1", "input": [0.5], "prediction": 1, "confidence": 0.5}
+    ).json()["id"]
+    user = User.objects.create_user("rita", password="unused-password", is_staff=True)
+    user.groups.add(Group.objects.get(name="Reviewers"))
+    client = Client()
+    client.force_login(user)
+
+    page = client.get("/admin/reviews/reviewtask/label-queue/", {"model": "seed"})
+    assert page.status_code == 200 and f"#{prediction_id}" in page.content.decode()
+    client.post(
+        "/admin/reviews/reviewtask/label-queue/", {"model": "seed", "prediction_id": prediction_id, "label": "0"}
+    )
+
+    labelled = Prediction.objects.get(pk=prediction_id)
+    assert (labelled.training_label, labelled.actual) == (0, None)
+    assert f"#{prediction_id}" not in client.get("/admin/reviews/reviewtask/label-queue/").content.decode()
+
+
+def test_the_retrain_command_reports_the_decision(seed_model) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    store_examples(seed_model, separable(60))
+    out, err = StringIO(), StringIO()
+
+    call_command("retrain", "seed", stdout=out, stderr=err)
+
+    assert "training 'seed' on up to 60 labelled examples" in err.getvalue()
+    assert "promoted" in out.getvalue()
+
+
+def test_the_champions_training_rows_survive_retention(api: ApiClient, seed_model) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from collector.retention import retention_purge
+
+    old = (datetime.now(UTC) - timedelta(days=90)).isoformat()
+    rows = separable(40)
+    bodies = [
+        {"model": "seed", "version": "v0", "input": row["input"], "prediction": 0, "actual": row["target"]}
+        for row in rows
+    ]
+    api.post_json("/api/v1/predictions/", [{**body, "timestamp": old} for body in bodies])
+    run = train_now(seed_model)
+    assert run.promoted
+    seed_model.retention_days = 30
+    seed_model.save()
+
+    assert retention_purge(registered_model=seed_model).predictions == 0
+    assert Prediction.objects.filter(registered_model=seed_model).count() == 40
