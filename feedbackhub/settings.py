@@ -212,6 +212,8 @@ FEEDBACKHUB_MAX_BODY_BYTES = env_int("FEEDBACKHUB_MAX_BODY_BYTES", str(5 * 1024 
 DATA_UPLOAD_MAX_MEMORY_SIZE = FEEDBACKHUB_MAX_BODY_BYTES
 FEEDBACKHUB_WINDOW_OUTCOMES = env_int("FEEDBACKHUB_WINDOW_OUTCOMES", "1000", minimum=1)
 FEEDBACKHUB_METRICS_TOKEN = env_str("FEEDBACKHUB_METRICS_TOKEN", "")
+# Trainer plug-ins by name (see loop/trainers.py for the protocol).
+FEEDBACKHUB_TRAINERS = {"sklearn": "loop.trainers.SklearnTrainer"}
 # Functions (dotted paths) returning prediction or feedback ids the retention purge must keep.
 FEEDBACKHUB_RETENTION_PROTECTORS = [
     "reviews.selectors.predictions_needed_by_open_tasks",

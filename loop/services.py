@@ -143,8 +143,18 @@ def retrain_if_due(*, registered_model: RegisteredModel) -> TrainingRun | None:
     return run
 
 
+def training_runs_fail_stale() -> int:
+    """Runs whose worker died stay "running" and would block the model's next run: mark them failed."""
+    return TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=_stale_before()).update(
+        status=RunStatus.FAILED,
+        error="the worker stopped without finishing (killed or lost)",
+        finished_at=timezone.now(),
+    )
+
+
 def retrain_due_models() -> list[TrainingRun]:
-    """Beat: queue a run for every model with enough new labelled examples."""
+    """Beat: fail runs whose worker died, then queue a run for every model with enough new labelled examples."""
+    training_runs_fail_stale()
     runs = []
     for policy in RetrainPolicy.objects.filter(enabled=True).select_related("registered_model"):
         run = retrain_if_due(registered_model=policy.registered_model)

@@ -87,3 +87,18 @@ def test_many_threads_posting_outcomes_leave_exact_counts() -> None:
     assert (tally.predictions, tally.outcomes) == (200, 200)
     assert tally.correct == Prediction.objects.filter(is_correct=True).count()
     assert {key: count for key, count in cells.items() if count} == {k: v for k, v in expected_cells.items() if v}
+
+
+def test_ten_simultaneous_retrain_triggers_make_one_run() -> None:
+    from collector.models import RegisteredModel
+    from loop.models import TrainingRun
+    from loop.services import retrain_request
+
+    model = RegisteredModel.objects.create(name="loop", task_type="binary")
+    created: list[bool] = []
+
+    errors = run_in_threads(lambda _: created.append(retrain_request(registered_model=model, trigger="t")[1]), 10)
+
+    assert errors == []
+    assert sorted(created) == [False] * 9 + [True]
+    assert TrainingRun.objects.count() == 1

@@ -300,3 +300,20 @@ def test_the_champions_training_rows_survive_retention(api: ApiClient, seed_mode
 
     assert retention_purge(registered_model=seed_model).predictions == 0
     assert Prediction.objects.filter(registered_model=seed_model).count() == 40
+
+
+def test_a_run_whose_worker_died_is_failed_so_the_next_one_can_start(seed_model, settings) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    celery_app.conf.task_always_eager = False
+    run, _ = services.retrain_request(registered_model=seed_model, trigger="test")
+    long_ago = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 120)
+    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started_at=long_ago, heartbeat_at=long_ago)
+
+    services.retrain_due_models()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "worker stopped" in run.error
+    assert services.retrain_request(registered_model=seed_model, trigger="test")[1] is True
