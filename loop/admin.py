@@ -6,13 +6,26 @@ from django.http import HttpRequest
 
 from feedbackhub.errors import DomainError
 from loop import services
-from loop.models import ModelArtifact, Promotion, RetrainPolicy, TrainingRun
+from loop.models import ModelArtifact, Promotion, RetrainPolicy, ThresholdChange, TrainingRun
+
+
+class ThresholdChangeInline(admin.TabularInline):
+    model = ThresholdChange
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "old_threshold", "new_threshold", "reason"]
+    readonly_fields = fields
+    verbose_name_plural = "automatic threshold changes"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(RetrainPolicy)
 class RetrainPolicyAdmin(admin.ModelAdmin):
     list_display = ["registered_model", "enabled", "min_new_examples", "holdout_share", "metric", "min_improvement"]
     actions = ["retrain_now", "roll_back"]
+    inlines = [ThresholdChangeInline]
 
     @admin.action(description="Retrain now", permissions=["change"])
     def retrain_now(self, request: HttpRequest, queryset: QuerySet[RetrainPolicy]) -> None:

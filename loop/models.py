@@ -30,6 +30,19 @@ class RetrainPolicy(models.Model):
     min_improvement = models.FloatField(
         default=0.0, help_text="How much better a candidate must be to replace the champion."
     )
+    schedule = models.ForeignKey(
+        "django_celery_beat.CrontabSchedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="Also retrain on this schedule (checked every minute), whatever the threshold.",
+    )
+    adaptive_threshold = models.BooleanField(
+        default=True,
+        help_text="Lower the threshold when live quality drops; raise it when retrains stop improving.",
+    )
+    min_threshold = models.PositiveIntegerField(default=20)
+    max_threshold = models.PositiveIntegerField(default=100_000)
     trainer_spec = models.JSONField(
         default=dict,
         blank=True,
@@ -44,6 +57,22 @@ class RetrainPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"retrain policy of {self.registered_model}"
+
+
+class ThresholdChange(models.Model):
+    """Each automatic change of a retrain threshold, with its reason."""
+
+    policy = models.ForeignKey(RetrainPolicy, on_delete=models.CASCADE, related_name="threshold_changes")
+    old_threshold = models.PositiveIntegerField()
+    new_threshold = models.PositiveIntegerField()
+    reason = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.old_threshold} → {self.new_threshold}"
 
 
 class LabelledExample(models.Model):

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from collector.labels import LabelError, label_for, numeric_value
 from collector.models import IngestSource, ModelVersion, Prediction, RegisteredModel, TaskType
+from collector.selectors import quality_list
 from collector.services import Actor, PredictionIn, prediction_record_batch
 from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput
 from loop.artifacts import artifact_load, artifact_save, dataset_hash
@@ -28,8 +29,10 @@ from loop.models import (
     Promotion,
     RetrainPolicy,
     RunStatus,
+    ThresholdChange,
     TrainingRun,
 )
+from loop.selectors import champion_training_run
 from loop.trainers import Trainer, trainer_from_spec
 
 logger = logging.getLogger(__name__)
@@ -132,15 +135,89 @@ def _last_run_start(registered_model: RegisteredModel) -> datetime | None:
     return last.started_at if last else None
 
 
+def _schedule_due(policy: RetrainPolicy, last_start: datetime | None) -> bool:
+    if policy.schedule is None:
+        return False
+    if last_start is None:
+        return True
+    is_due, _ = policy.schedule.schedule.is_due(last_start)
+    return bool(is_due)
+
+
 def retrain_if_due(*, registered_model: RegisteredModel) -> TrainingRun | None:
     policy = retrain_policy_for(registered_model)
     if not policy.enabled or registered_model.task_type == TaskType.GENERATIVE:
         return None
-    waiting = labelled_since(registered_model=registered_model, since=_last_run_start(registered_model))
-    if waiting < policy.min_new_examples:
+    last_start = _last_run_start(registered_model)
+    if _schedule_due(policy, last_start):
+        trigger = "schedule"
+    elif labelled_since(registered_model=registered_model, since=last_start) >= policy.min_new_examples:
+        trigger = "threshold"
+    else:
         return None
-    run, _ = retrain_request(registered_model=registered_model, trigger="threshold")
+    run, _ = retrain_request(registered_model=registered_model, trigger=trigger)
     return run
+
+
+# --- automatic threshold adjustment -----------------------------------------------------------------
+
+STALLED_RUNS = 3
+QUALITY_DROP = 0.05
+QUALITY_WINDOW_MIN_OUTCOMES = 20
+
+
+def _change_threshold(policy: RetrainPolicy, *, factor: float, reason: str) -> ThresholdChange | None:
+    new = min(policy.max_threshold, max(policy.min_threshold, round(policy.min_new_examples * factor)))
+    if new == policy.min_new_examples:
+        return None
+    change = ThresholdChange.objects.create(
+        policy=policy, old_threshold=policy.min_new_examples, new_threshold=new, reason=reason
+    )
+    policy.min_new_examples = new
+    policy.save(update_fields=["min_new_examples"])
+    return change
+
+
+def threshold_adjust_after_run(*, registered_model: RegisteredModel) -> ThresholdChange | None:
+    """Raise the threshold when the last few retrains did not beat the champion: wait for more data."""
+    policy = retrain_policy_for(registered_model)
+    if not policy.adaptive_threshold:
+        return None
+    recent = list(
+        TrainingRun.objects.filter(registered_model=registered_model, status=RunStatus.SUCCEEDED)
+        .order_by("-finished_at")
+        .values_list("promoted", flat=True)[:STALLED_RUNS]
+    )
+    if len(recent) < STALLED_RUNS or any(recent):
+        return None
+    reason = f"the last {STALLED_RUNS} retrains did not beat the champion: wait for more new examples"
+    return _change_threshold(policy, factor=1.5, reason=reason)
+
+
+def threshold_adjust_for_quality(*, registered_model: RegisteredModel) -> ThresholdChange | None:
+    """Lower the threshold when the champion's last hour is clearly worse than at its promotion (at most hourly)."""
+    policy = retrain_policy_for(registered_model)
+    run = champion_training_run(registered_model)
+    if not policy.adaptive_threshold or run is None or run.candidate_score is None:
+        return None
+    if policy.threshold_changes.filter(created_at__gt=timezone.now() - timedelta(hours=1)).exists():
+        return None
+    qualities = quality_list(registered_model=registered_model, version=run.candidate_version.version)
+    window = qualities[0].windows.get("last_1h") if qualities else None
+    if window is None or window.outcomes < QUALITY_WINDOW_MIN_OUTCOMES:
+        return None
+    if (
+        run.metric == "accuracy"
+        and window.accuracy is not None
+        and window.accuracy < run.candidate_score - QUALITY_DROP
+    ):
+        live, measured = window.accuracy, run.candidate_score
+    elif run.metric == "mae" and window.mae is not None and window.mae > run.candidate_score * (1 + QUALITY_DROP * 5):
+        live, measured = window.mae, run.candidate_score
+    else:
+        return None
+    reason = f"live {run.metric} over the last hour is {live:.3f}, against {measured:.3f} at promotion: retrain sooner"
+    return _change_threshold(policy, factor=0.5, reason=reason)
 
 
 def training_runs_fail_stale() -> int:
@@ -156,7 +233,8 @@ def retrain_due_models() -> list[TrainingRun]:
     """Beat: fail runs whose worker died, then queue a run for every model with enough new labelled examples."""
     training_runs_fail_stale()
     runs = []
-    for policy in RetrainPolicy.objects.filter(enabled=True).select_related("registered_model"):
+    for policy in RetrainPolicy.objects.filter(enabled=True).select_related("registered_model", "schedule"):
+        threshold_adjust_for_quality(registered_model=policy.registered_model)
         run = retrain_if_due(registered_model=policy.registered_model)
         if run is not None:
             runs.append(run)
@@ -229,6 +307,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
         )
     else:
         TrainingRun.objects.filter(pk=run.pk).update(duration_seconds=time.monotonic() - started)
+        threshold_adjust_after_run(registered_model=run.registered_model)
     run.refresh_from_db()
     return run
 

@@ -317,3 +317,58 @@ def test_a_run_whose_worker_died_is_failed_so_the_next_one_can_start(seed_model,
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and "worker stopped" in run.error
     assert services.retrain_request(registered_model=seed_model, trigger="test")[1] is True
+
+
+def test_a_schedule_retrains_whatever_the_threshold(seed_model) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import CrontabSchedule
+
+    celery_app.conf.task_always_eager = False
+    policy = seed_model.retrain_policy
+    policy.min_new_examples = 1000
+    policy.schedule = CrontabSchedule.objects.create(minute="*")
+    policy.save()
+    earlier = TrainingRun.objects.create(registered_model=seed_model, trigger="t", status=RunStatus.SUCCEEDED)
+    TrainingRun.objects.filter(pk=earlier.pk).update(started_at=timezone.now() - timedelta(minutes=3))
+
+    run = services.retrain_if_due(registered_model=seed_model)
+
+    assert run is not None and run.trigger == "schedule"
+
+
+def test_the_threshold_rises_when_retrains_stop_improving(seed_model) -> None:
+    store_examples(seed_model, separable(60))
+    assert train_now(seed_model).promoted
+    policy = seed_model.retrain_policy
+    policy.min_improvement = 0.9
+    policy.save()
+
+    for _ in range(3):
+        assert not train_now(seed_model).promoted
+
+    policy.refresh_from_db()
+    change = policy.threshold_changes.get()
+    assert (change.old_threshold, change.new_threshold, policy.min_new_examples) == (5, 20, 20)  # 7.5, floored at 20
+    assert "did not beat the champion" in change.reason
+
+
+def test_the_threshold_drops_when_the_champions_live_accuracy_drops(api: ApiClient, seed_model) -> None:
+    store_examples(seed_model, separable(80))
+    run = train_now(seed_model)
+    policy = seed_model.retrain_policy
+    policy.min_new_examples = 400
+    policy.save()
+    version = run.candidate_version.version
+    bodies = [
+        {"model": "seed", "version": version, "input": [0.9, 0.9], "prediction": 1, "actual": int(n % 4 == 0)}
+        for n in range(40)
+    ]
+    api.post_json("/api/v1/predictions/", bodies)  # live accuracy 25%, far below the holdout's
+
+    change = services.threshold_adjust_for_quality(registered_model=seed_model)
+
+    assert change is not None and (change.old_threshold, change.new_threshold) == (400, 200)
+    assert "live accuracy over the last hour is 0.250" in change.reason
+    assert services.threshold_adjust_for_quality(registered_model=seed_model) is None  # at most hourly
