@@ -42,10 +42,10 @@ MAX_NUMERIC = 1e100  # squared errors and their sums stay finite
 
 
 def numeric_value(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise LabelError("a regression model takes a finite number")
-    if abs(value) > MAX_NUMERIC:
-        raise LabelError(f"a regression value is at most {MAX_NUMERIC:g} in size")
+    if abs(value) > MAX_NUMERIC or not math.isfinite(value):  # the size check first: a huge int overflows isfinite
+        raise LabelError(f"a regression model takes a finite number of at most {MAX_NUMERIC:g} in size")
     return float(value)
 
 

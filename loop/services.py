@@ -2,9 +2,11 @@
 
 import heapq
 import logging
+import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -113,17 +115,35 @@ def labelled_since(*, registered_model: RegisteredModel, since: datetime | None)
 # --- requesting runs --------------------------------------------------------------------------------
 
 
-def retrain_request(*, registered_model: RegisteredModel, trigger: str) -> tuple[TrainingRun, bool]:
-    """Queue a run, or return the one already queued or running (duplicate triggers coalesce)."""
+def retrain_request(
+    *, registered_model: RegisteredModel, trigger: str, dispatch: bool = True
+) -> tuple[TrainingRun, bool]:
+    """Queue a run, or return the one already queued or running (duplicate triggers coalesce).
+
+    With dispatch=False the caller runs it itself (the `retrain` command)."""
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(registered_model=registered_model, trigger=trigger)
     except IntegrityError:  # one_active_run_per_model: a run is already queued or running
-        return TrainingRun.objects.get(registered_model=registered_model, status__in=ACTIVE_RUN_STATUSES), False
+        active = TrainingRun.objects.filter(registered_model=registered_model, status__in=ACTIVE_RUN_STATUSES).first()
+        if active is None:  # it finished in between: try once more
+            return retrain_request(registered_model=registered_model, trigger=trigger, dispatch=dispatch)
+        return active, False
+    if dispatch:
+        transaction.on_commit(lambda: _dispatch(run))
+    return run, True
+
+
+def _dispatch(run: TrainingRun) -> None:
     from loop.tasks import retrain
 
-    transaction.on_commit(lambda: retrain.delay(run.pk))
-    return run, True
+    try:
+        retrain.delay(run.pk)
+    except Exception as error:  # noqa: BLE001 - the broker is down: fail the run so it does not block the next
+        logger.exception("Could not queue training run %s", run.pk)
+        TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.FAILED, error=f"could not reach the Celery broker: {error}", finished_at=timezone.now()
+        )
 
 
 def _last_run_start(registered_model: RegisteredModel) -> datetime | None:
@@ -168,7 +188,7 @@ QUALITY_WINDOW_MIN_OUTCOMES = 20
 
 def _change_threshold(policy: RetrainPolicy, *, factor: float, reason: str) -> ThresholdChange | None:
     new = min(policy.max_threshold, max(policy.min_threshold, round(policy.min_new_examples * factor)))
-    if new == policy.min_new_examples:
+    if (new - policy.min_new_examples) * (factor - 1) <= 0:  # no change, or a change the wrong way
         return None
     change = ThresholdChange.objects.create(
         policy=policy, old_threshold=policy.min_new_examples, new_threshold=new, reason=reason
@@ -183,11 +203,11 @@ def threshold_adjust_after_run(*, registered_model: RegisteredModel) -> Threshol
     policy = retrain_policy_for(registered_model)
     if not policy.adaptive_threshold:
         return None
-    recent = list(
-        TrainingRun.objects.filter(registered_model=registered_model, status=RunStatus.SUCCEEDED)
-        .order_by("-finished_at")
-        .values_list("promoted", flat=True)[:STALLED_RUNS]
-    )
+    runs = TrainingRun.objects.filter(registered_model=registered_model, status=RunStatus.SUCCEEDED)
+    last_change = policy.threshold_changes.first()
+    if last_change is not None:  # each raise needs as many fresh runs
+        runs = runs.filter(finished_at__gt=last_change.created_at)
+    recent = list(runs.order_by("-finished_at").values_list("promoted", flat=True)[:STALLED_RUNS])
     if len(recent) < STALLED_RUNS or any(recent):
         return None
     reason = f"the last {STALLED_RUNS} retrains did not beat the champion: wait for more new examples"
@@ -221,21 +241,29 @@ def threshold_adjust_for_quality(*, registered_model: RegisteredModel) -> Thresh
 
 
 def training_runs_fail_stale() -> int:
-    """Runs whose worker died stay "running" and would block the model's next run: mark them failed."""
-    return TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=_stale_before()).update(
-        status=RunStatus.FAILED,
-        error="the worker stopped without finishing (killed or lost)",
-        finished_at=timezone.now(),
+    """Runs whose worker died stay "running", and runs no worker picked up stay "queued"; either would block
+    the model's next run: mark them failed."""
+    now = timezone.now()
+    died = TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=_stale_before()).update(
+        status=RunStatus.FAILED, error="the worker stopped without finishing (killed or lost)", finished_at=now
     )
+    never_started = TrainingRun.objects.filter(status=RunStatus.QUEUED, created_at__lt=_stale_before()).update(
+        status=RunStatus.FAILED, error="no worker picked the run up (is a Celery worker running?)", finished_at=now
+    )
+    return died + never_started
 
 
 def retrain_due_models() -> list[TrainingRun]:
     """Beat: fail runs whose worker died, then queue a run for every model with enough new labelled examples."""
     training_runs_fail_stale()
     runs = []
-    for policy in RetrainPolicy.objects.filter(enabled=True).select_related("registered_model", "schedule"):
-        threshold_adjust_for_quality(registered_model=policy.registered_model)
-        run = retrain_if_due(registered_model=policy.registered_model)
+    for model in RegisteredModel.objects.exclude(task_type=TaskType.GENERATIVE).order_by("pk"):
+        try:
+            threshold_adjust_for_quality(registered_model=model)
+            run = retrain_if_due(registered_model=model)
+        except Exception:  # one model's trouble must not stop the others' retraining
+            logger.exception("Retrain check of model %s failed", model.name)
+            continue
         if run is not None:
             runs.append(run)
     return runs
@@ -297,6 +325,8 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     started = time.monotonic()
     try:
         _train_evaluate_promote(run)
+    except _RunLost:
+        logger.warning("Training run %s was failed as stale while it still ran; its result is dropped", run.pk)
     except Exception as error:
         logger.exception("Training run %s failed", run.pk)
         TrainingRun.objects.filter(pk=run.pk).update(
@@ -312,15 +342,54 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     return run
 
 
+def _input_shape(value: Any) -> tuple:
+    """What kind of features an input makes; training uses the inputs of the most common shape."""
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(x, int | float) and not isinstance(x, bool) and abs(x) < 1e300 for x in value)
+    ):
+        return ("numbers", len(value))
+    if isinstance(value, dict):
+        return ("object",)
+    if isinstance(value, str):
+        return ("text",)
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e300:
+        return ("number",)
+    return ("unusable",)
+
+
+def _usable_rows(task_type: str) -> Callable[[Iterator[tuple]], tuple[list[tuple], int]]:
+    def keep(dataset: Iterator[tuple]) -> tuple[list[tuple], int]:
+        rows, skipped = [], 0
+        for _, row_id, given, target in dataset:
+            try:
+                rows.append((row_id, given, _canonical_target(task_type, target), _input_shape(given)))
+            except LabelError:
+                skipped += 1  # a target that no longer fits the task type
+        shapes = Counter(shape for *_, shape in rows if shape != ("unusable",))
+        if not shapes:
+            return [], skipped + len(rows)
+        common = shapes.most_common(1)[0][0]
+        kept = [(row_id, given, target) for row_id, given, target, shape in rows if shape == common]
+        return kept, skipped + len(rows) - len(kept)
+
+    return keep
+
+
+class _RunLost(Exception):
+    """The run was failed by the stale-run check while this process still worked on it."""
+
+
 def _train_evaluate_promote(run: TrainingRun) -> None:
     model = run.registered_model
     policy = retrain_policy_for(model)
     task_type = model.task_type
-    rows = [(row_id, given, _canonical_target(task_type, target)) for _, row_id, given, target in _dataset(model)]
+    rows, skipped = _usable_rows(task_type)(_dataset(model))
     holdout_count = max(1, int(len(rows) * policy.holdout_share))
     train, holdout = rows[:-holdout_count], rows[-holdout_count:]
     if len(train) < MIN_TRAIN_EXAMPLES:
-        raise ValueError(f"only {len(rows)} labelled examples; at least {MIN_TRAIN_EXAMPLES + 1} are needed")
+        raise ValueError(f"only {len(rows)} usable labelled examples; at least {MIN_TRAIN_EXAMPLES + 1} are needed")
     trainer = trainer_from_spec(spec=policy.trainer_spec, task_type=task_type)
     trainer.fit([given for _, given, _ in train], [target for _, _, target in train])
     _beat(run)
@@ -329,56 +398,73 @@ def _train_evaluate_promote(run: TrainingRun) -> None:
     inputs = [given for _, given, _ in holdout]
     candidate_score = score(task_type=task_type, metric=metric, targets=targets, predictions=trainer.predict(inputs))
     champion = current_champion(model)
-    champion_trainer = _trainer_of(champion, task_type) if champion else None
-    if champion_trainer is not None:
-        rival, rival_name, needed = (
-            champion_trainer.predict(inputs),
-            f"champion {champion.version}",
-            policy.min_improvement,
-        )
-    else:
-        train_targets = [target for _, _, target in train]
-        rival = baseline_predictions(task_type=task_type, train_targets=train_targets, count=len(holdout))
-        rival_name, needed = "the trivial baseline", 0.0
+    rival_name, rival, needed = _rival(champion, task_type, inputs, [target for _, _, target in train], policy)
     rival_score = score(task_type=task_type, metric=metric, targets=targets, predictions=rival)
-    gain = improvement(metric=metric, candidate=candidate_score, champion=rival_score)
-    promote = gain > needed
+    promote = improvement(metric=metric, candidate=candidate_score, champion=rival_score) > needed
     decision = (
         f"{metric} {candidate_score:.4f} against {rival_name}'s {rival_score:.4f} on {len(holdout)} held-out examples: "
         + ("promoted" if promote else f"kept the champion (needs an improvement above {needed})")
+        + (f"; {skipped} labelled examples skipped (input or target does not fit)" if skipped else "")
     )
-    version_name = f"hub-{run.pk}"
+    # A client cannot guess this name, so it cannot take it first with a prediction of its own.
+    version_name = f"hub-{run.pk}-{secrets.token_hex(3)}"
     artifact = artifact_save(trainer=trainer, directory=_artifact_dir(model), name=version_name)
-    with transaction.atomic():
-        version = ModelVersion.objects.create(registered_model=model, version=version_name)
-        ModelArtifact.objects.create(
-            model_version=version,
-            training_run=run,
-            path=str(artifact.path),
-            sha256=artifact.sha256,
-            size=artifact.size,
-            trainer_spec=policy.trainer_spec,
-            description=trainer.describe(),
-            metrics={metric: candidate_score, f"{metric}_rival": rival_score},
-        )
-        if promote:
-            Promotion.objects.create(
-                registered_model=model, model_version=version, previous_version=champion, kind="promotion",
-                reason=decision, actor=f"run:{run.pk}",
-            )  # fmt: skip
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.SUCCEEDED,
-            finished_at=timezone.now(),
-            train_count=len(train),
-            holdout_count=len(holdout),
-            dataset_sha256=dataset_hash((row_id, given, target) for row_id, given, target in train),
-            metric=metric,
-            candidate_score=candidate_score,
-            champion_score=rival_score,
-            promoted=promote,
-            candidate_version=version,
-            decision=decision,
-        )
+    try:
+        with transaction.atomic():
+            RegisteredModel.objects.select_for_update().get(pk=model.pk)  # serialises with rollbacks
+            if not TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, started_at=run.started_at).exists():
+                raise _RunLost
+            if promote and current_champion(model) != champion:
+                promote = False
+                decision += "; not promoted: the champion changed during the run (a rollback?)"
+            version = ModelVersion.objects.create(registered_model=model, version=version_name)
+            ModelArtifact.objects.create(
+                model_version=version,
+                training_run=run,
+                path=str(artifact.path),
+                sha256=artifact.sha256,
+                size=artifact.size,
+                trainer_spec=policy.trainer_spec,
+                description=trainer.describe(),
+                metrics={metric: candidate_score, f"{metric}_rival": rival_score},
+            )
+            if promote:
+                Promotion.objects.create(
+                    registered_model=model, model_version=version, previous_version=champion, kind="promotion",
+                    reason=decision, actor=f"run:{run.pk}",
+                )  # fmt: skip
+            TrainingRun.objects.filter(pk=run.pk).update(
+                status=RunStatus.SUCCEEDED,
+                finished_at=timezone.now(),
+                train_count=len(train),
+                holdout_count=len(holdout),
+                dataset_sha256=dataset_hash((row_id, given, target) for row_id, given, target in train),
+                metric=metric,
+                candidate_score=candidate_score,
+                champion_score=rival_score,
+                promoted=promote,
+                candidate_version=version,
+                decision=decision,
+            )
+    except BaseException:
+        artifact.path.unlink(missing_ok=True)  # no row points at it
+        raise
+
+
+def _rival(
+    champion: ModelVersion | None, task_type: str, inputs: list, train_targets: list, policy: RetrainPolicy
+) -> tuple[str, list, float]:
+    """What the candidate must beat: the champion on the same holdout, else (or if it cannot load) a baseline."""
+    if champion is not None:
+        try:
+            champion_trainer = _trainer_of(champion, task_type)
+        except Exception as error:  # noqa: BLE001 - an unloadable champion must not block every future run
+            logger.warning("Champion %s could not be loaded: %s", champion.version, error)
+            champion_trainer = None
+        if champion_trainer is not None:
+            return f"champion {champion.version}", champion_trainer.predict(inputs), policy.min_improvement
+    baseline = baseline_predictions(task_type=task_type, train_targets=train_targets, count=len(inputs))
+    return "the trivial baseline", baseline, 0.0
 
 
 def _artifact_dir(model: RegisteredModel) -> Path:
@@ -402,7 +488,8 @@ def _trainer_of(version: ModelVersion, task_type: str) -> Trainer | None:
 def champion_rollback(*, registered_model: RegisteredModel, actor: str) -> Promotion:
     """Make the previous champion the champion again, in one step."""
     with transaction.atomic():
-        latest = Promotion.objects.select_for_update().filter(registered_model=registered_model).first()
+        RegisteredModel.objects.select_for_update().get(pk=registered_model.pk)
+        latest = Promotion.objects.filter(registered_model=registered_model).first()
         if latest is None or latest.previous_version is None:
             message = f"model '{registered_model.name}' has no previous champion to roll back to"
             raise Conflict(message, [FieldProblem("name", message)])
@@ -438,8 +525,12 @@ def champion_predict(*, registered_model: RegisteredModel, inputs: Sequence[Any]
             version, trainer = _champion_trainer(registered_model)
             _champions[registered_model.pk] = (version.pk, trainer)
         trainer = _champions[registered_model.pk][1]
-    predictions = trainer.predict(list(inputs))
-    probabilities = trainer.predict_proba(list(inputs)) or [None] * len(predictions)
+    try:
+        predictions = trainer.predict(list(inputs))
+        probabilities = trainer.predict_proba(list(inputs)) or [None] * len(predictions)
+    except (ValueError, TypeError, OverflowError) as error:
+        message = f"the champion {version.version} cannot use this input: {error}"
+        raise InvalidInput(f"input: {message}", [FieldProblem("input", message)]) from None
     items = [
         PredictionIn(
             model=registered_model.name,

@@ -165,9 +165,9 @@ class ReviewTaskAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/reviews/label_queue.html", context)
 
     def _label_from_queue(self, request: HttpRequest, model: RegisteredModel) -> None:
-        prediction = Prediction.objects.filter(
-            registered_model=model, pk=request.POST.get("prediction_id") or 0
-        ).first()
+        raw_id = request.POST.get("prediction_id", "")
+        prediction_id = int(raw_id) if raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19 else 0
+        prediction = Prediction.objects.filter(registered_model=model, pk=prediction_id).first()
         text = request.POST.get("label", "").strip()
         if prediction is None or not text:
             self.message_user(request, "Choose a prediction and type its label.", messages.ERROR)

@@ -372,3 +372,87 @@ def test_the_threshold_drops_when_the_champions_live_accuracy_drops(api: ApiClie
     assert change is not None and (change.old_threshold, change.new_threshold) == (400, 200)
     assert "live accuracy over the last hour is 0.250" in change.reason
     assert services.threshold_adjust_for_quality(registered_model=seed_model) is None  # at most hourly
+
+
+def test_input_the_champion_cannot_use_is_a_400(api: ApiClient, seed_model) -> None:
+    store_examples(seed_model, separable(40))
+    train_now(seed_model)
+
+    for bad in ([0.1, 0.2, 0.3], "abc", [10**400, 1]):
+        response = api.post_json("/api/v1/models/seed/predict/", {"input": bad})
+        assert response.status_code == 400, (bad, response.content)
+        assert response.json()["error"]["fields"][0]["field"] == "input"
+
+
+def test_an_example_of_another_shape_is_skipped_not_fatal(api: ApiClient, seed_model) -> None:
+    store_examples(seed_model, separable(40))
+    api.post_json("/api/v1/models/seed/examples/", {"input": "poison", "target": 1})
+
+    run = train_now(seed_model)
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert "1 labelled examples skipped" in run.decision
+
+
+def test_a_client_cannot_block_runs_by_taking_the_next_version_name(api: ApiClient, seed_model) -> None:
+    store_examples(seed_model, separable(40))
+    for n in range(1, 4):
+        api.post_json(
+            "/api/v1/predictions/", {"model": "seed", "version": f"hub-{n}", "input": [0.5, 0.5], "prediction": 1}
+        )
+
+    run = train_now(seed_model)
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.candidate_version.version.startswith(f"hub-{run.pk}-")
+
+
+def test_the_threshold_rises_once_per_three_fresh_runs_and_a_lower_never_raises(seed_model) -> None:
+    store_examples(seed_model, separable(60))
+    assert train_now(seed_model).promoted
+    policy = seed_model.retrain_policy
+    policy.min_new_examples, policy.min_improvement, policy.min_threshold = 100, 0.9, 20
+    policy.save()
+
+    for _ in range(4):
+        train_now(seed_model)
+    policy.refresh_from_db()
+    assert list(policy.threshold_changes.values_list("new_threshold", flat=True)) == [150]
+
+    policy.min_new_examples = 5
+    policy.save()
+    assert services._change_threshold(policy, factor=0.5, reason="test") is None
+
+
+def test_a_queued_run_no_worker_picked_up_is_failed(seed_model, settings) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    celery_app.conf.task_always_eager = False
+    run, _ = services.retrain_request(registered_model=seed_model, trigger="test")
+    long_ago = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 120)
+    TrainingRun.objects.filter(pk=run.pk).update(created_at=long_ago)
+
+    services.retrain_due_models()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "no worker" in run.error
+
+
+def test_a_huge_integer_regression_target_is_a_400(api: ApiClient) -> None:
+    model = RegisteredModel.objects.create(name="price", task_type="regression")
+    RetrainPolicy.objects.create(registered_model=model)
+
+    response = api.post_json("/api/v1/models/price/examples/", {"input": [1], "target": 10**400})
+
+    assert response.status_code == 400
+
+
+def test_a_bad_prediction_id_in_the_admin_queue_is_a_message(api: ApiClient, seed_model, admin_client) -> None:
+    response = admin_client.post(
+        "/admin/reviews/reviewtask/label-queue/", {"model": "seed", "prediction_id": "abc", "label": "1"}, follow=True
+    )
+
+    assert response.status_code == 200
+    assert "Choose a prediction" in response.content.decode()

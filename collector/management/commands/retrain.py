@@ -14,7 +14,7 @@ class Command(BaseCommand):
         model = RegisteredModel.objects.filter(name=options["model"]).first()
         if model is None:
             raise CommandError(f"No model named '{options['model']}'.")
-        run, created = services.retrain_request(registered_model=model, trigger="command")
+        run, created = services.retrain_request(registered_model=model, trigger="command", dispatch=False)
         if not created:
             raise CommandError(
                 f"Run {run.pk} is already {run.status}; wait for it (GET /api/v1/training-runs/{run.pk}/)."
