@@ -66,6 +66,14 @@ def _writer(request: Request) -> services.Actor:
     return selectors.actor_for_api_key(request.auth)
 
 
+def _model_named(request: Request, name: str, *, for_write: bool = False) -> RegisteredModel:
+    actor = _writer(request) if for_write else _reader(request)
+    model = selectors.registered_model_list(actor=actor).filter(name=name).first()
+    if model is None:
+        raise NotFound(f"no model named '{name}'", [FieldProblem("name", f"no model named '{name}'")])
+    return model
+
+
 def _one_or_many(request: Request, serializer_class: type[serializers.Serializer]) -> tuple[list[dict], bool]:
     """Validated items of a body holding one object or a list of them, and whether it was one object."""
     data = request.data
@@ -322,9 +330,7 @@ class ModelMetricsView(APIView):
         responses={200: api.ModelQualitySerializer, 404: OpenApiResponse(description="No such model or version.")},
     )
     def get(self, request: Request, name: str) -> Response:
-        model = selectors.registered_model_list(actor=_reader(request)).filter(name=name).first()
-        if model is None:
-            raise NotFound(f"no model named '{name}'", [FieldProblem("name", f"no model named '{name}'")])
+        model = _model_named(request, name)
         version = request.query_params.get("version")
         if version is not None and not model.versions.filter(version=version).exists():
             message = f"model '{name}' has no version '{version}'"
@@ -450,14 +456,6 @@ class InsightsView(APIView):
             problem = FieldProblem("model", "this API key is limited to some models: name one of them")
             raise InvalidInput(f"model: {problem.message}", [problem])
         return Response(insights_for(registered_model=model, days=int(days_text)).as_dict())
-
-
-def _model_named(request: Request, name: str, *, for_write: bool = False) -> RegisteredModel:
-    actor = _writer(request) if for_write else _reader(request)
-    model = selectors.registered_model_list(actor=actor).filter(name=name).first()
-    if model is None:
-        raise NotFound(f"no model named '{name}'", [FieldProblem("name", f"no model named '{name}'")])
-    return model
 
 
 class ExamplesView(APIView):
