@@ -2,9 +2,11 @@
 
 from typing import Any
 
+# Imported here, when the master starts: importing inside child_exit, which runs in the SIGCHLD handler, can
+# interrupt its own half-finished import when two workers exit together ("partially initialized module").
+from prometheus_client import multiprocess
+
 
 def child_exit(server: Any, worker: Any) -> None:
     # In multiprocess mode a dead worker's live gauges must be dropped from /metrics.
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(worker.pid)
