@@ -42,6 +42,17 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def env_mapping(name: str, default: str) -> dict[str, str]:
+    """`key=value,key2=value2` as a dict."""
+    mapping = {}
+    for item in env_list(name, default):
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip() or not value.strip():
+            raise ImproperlyConfigured(f"{name} is a comma-separated list of name=value pairs, got {item!r}")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
 def generated_secret(path: Path) -> str:
     """Read a secret from `path`, creating it (mode 0600) on first use.
 

@@ -7,7 +7,7 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from feedbackhub.env import env_bool, env_int, env_list, env_str, generated_secret
+from feedbackhub.env import env_bool, env_int, env_list, env_mapping, env_str, generated_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FEEDBACKHUB_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -194,13 +194,20 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", "1800", minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 60)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# How often the beat looks for models due a retrain (threshold or schedule) and for runs whose worker died.
+FEEDBACKHUB_RETRAIN_CHECK_SECONDS = env_int("FEEDBACKHUB_RETRAIN_CHECK_SECONDS", "60", minimum=1)
 # Installed into the database scheduler when beat starts; edit times in the admin (Periodic tasks).
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-predictions": {
         "task": "collector.tasks.purge_expired_predictions",
         "schedule": crontab(minute=17, hour=3),
     },
-    "retrain-due-models": {"task": "loop.tasks.retrain_due_models", "schedule": 60.0},
+    "retrain-due-models": {
+        "task": "loop.tasks.retrain_due_models",
+        "schedule": float(FEEDBACKHUB_RETRAIN_CHECK_SECONDS),
+        # A check still waiting when the next one is sent is dropped: a busy worker then finds one, not a pile.
+        "options": {"expire_seconds": FEEDBACKHUB_RETRAIN_CHECK_SECONDS},
+    },
 }
 CELERY_TIMEZONE = TIME_ZONE
 
@@ -212,8 +219,16 @@ FEEDBACKHUB_MAX_BODY_BYTES = env_int("FEEDBACKHUB_MAX_BODY_BYTES", str(5 * 1024 
 DATA_UPLOAD_MAX_MEMORY_SIZE = FEEDBACKHUB_MAX_BODY_BYTES
 FEEDBACKHUB_WINDOW_OUTCOMES = env_int("FEEDBACKHUB_WINDOW_OUTCOMES", "1000", minimum=1)
 FEEDBACKHUB_METRICS_TOKEN = env_str("FEEDBACKHUB_METRICS_TOKEN", "")
-# Trainer plug-ins by name (see loop/trainers.py for the protocol).
-FEEDBACKHUB_TRAINERS = {"sklearn": "loop.trainers.SklearnTrainer"}
+# Trainer plug-ins by name (see loop/trainers.py for the protocol); add your own with
+# FEEDBACKHUB_TRAINERS="torch=mypackage.trainers.TorchTrainer,other=...".
+FEEDBACKHUB_TRAINERS = {
+    "sklearn": "loop.trainers.SklearnTrainer",
+    **env_mapping("FEEDBACKHUB_TRAINERS", ""),
+}
+# A training run's worker records a heartbeat this often, even in the middle of a long fit; a run whose heartbeat
+# is older than four intervals is taken for one whose worker died (killed, out of memory, machine lost).
+FEEDBACKHUB_RUN_HEARTBEAT_SECONDS = env_int("FEEDBACKHUB_RUN_HEARTBEAT_SECONDS", "30", minimum=1)
+FEEDBACKHUB_RUN_STALE_SECONDS = 4 * FEEDBACKHUB_RUN_HEARTBEAT_SECONDS
 # Functions (dotted paths) returning prediction or feedback ids the retention purge must keep.
 FEEDBACKHUB_RETENTION_PROTECTORS = [
     "reviews.selectors.predictions_needed_by_open_tasks",

@@ -123,6 +123,10 @@ class TrainingRun(models.Model):
     )
     decision = models.TextField(blank=True, help_text="Why the candidate was promoted or not.")
     error = models.TextField(blank=True)
+    worker_lost = models.BooleanField(
+        default=False,
+        help_text="Failed because its worker stopped mid-run; it does not count as the model's last run.",
+    )
     duration_seconds = models.FloatField(null=True, blank=True)
 
     class Meta:

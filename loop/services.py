@@ -7,13 +7,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -147,8 +148,9 @@ def _dispatch(run: TrainingRun) -> None:
 
 
 def _last_run_start(registered_model: RegisteredModel) -> datetime | None:
+    """When the model's last run started; a run whose worker died does not count, so its trigger fires again."""
     last = (
-        TrainingRun.objects.filter(registered_model=registered_model, started_at__isnull=False)
+        TrainingRun.objects.filter(registered_model=registered_model, started_at__isnull=False, worker_lost=False)
         .order_by("-started_at")
         .first()
     )
@@ -245,9 +247,14 @@ def training_runs_fail_stale() -> int:
     the model's next run: mark them failed."""
     now = timezone.now()
     died = TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=_stale_before()).update(
-        status=RunStatus.FAILED, error="the worker stopped without finishing (killed or lost)", finished_at=now
+        status=RunStatus.FAILED,
+        error="the worker stopped without finishing (killed or lost): its heartbeat went silent",
+        worker_lost=True,
+        finished_at=now,
     )
-    never_started = TrainingRun.objects.filter(status=RunStatus.QUEUED, created_at__lt=_stale_before()).update(
+    # A queue may legitimately wait behind other models' runs, each bounded by the task time limit.
+    queue_given_up = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    never_started = TrainingRun.objects.filter(status=RunStatus.QUEUED, created_at__lt=queue_given_up).update(
         status=RunStatus.FAILED, error="no worker picked the run up (is a Celery worker running?)", finished_at=now
     )
     return died + never_started
@@ -273,7 +280,7 @@ def retrain_due_models() -> list[TrainingRun]:
 
 
 def _stale_before() -> datetime:
-    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    return timezone.now() - timedelta(seconds=settings.FEEDBACKHUB_RUN_STALE_SECONDS)
 
 
 def _claim(run_id: int) -> bool:
@@ -285,8 +292,31 @@ def _claim(run_id: int) -> bool:
     return claimed == 1  # 0: another worker runs it, or it already finished
 
 
-def _beat(run: TrainingRun) -> None:
-    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+@contextmanager
+def _heartbeat(run: TrainingRun) -> Iterator[None]:
+    """Refresh the run's heartbeat from a side thread while it works, so a long fit is not taken for a dead
+    worker, and a worker that is killed stops beating at once."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.FEEDBACKHUB_RUN_HEARTBEAT_SECONDS):
+                try:
+                    TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, started_at=run.started_at).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError:  # the next beat tries again; four misses in a row fail the run
+                    logger.warning("Could not record the heartbeat of training run %s", run.pk, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"training-run-{run.pk}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _dataset(registered_model: RegisteredModel) -> Iterator[tuple[datetime, str, Any, Any]]:
@@ -324,7 +354,8 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     run = TrainingRun.objects.select_related("registered_model").get(pk=run_id)
     started = time.monotonic()
     try:
-        _train_evaluate_promote(run)
+        with _heartbeat(run):
+            _train_evaluate_promote(run)
     except _RunLost:
         logger.warning("Training run %s was failed as stale while it still ran; its result is dropped", run.pk)
     except Exception as error:
@@ -392,7 +423,6 @@ def _train_evaluate_promote(run: TrainingRun) -> None:
         raise ValueError(f"only {len(rows)} usable labelled examples; at least {MIN_TRAIN_EXAMPLES + 1} are needed")
     trainer = trainer_from_spec(spec=policy.trainer_spec, task_type=task_type)
     trainer.fit([given for _, given, _ in train], [target for _, _, target in train])
-    _beat(run)
     metric = _metric(policy)
     targets = [target for _, _, target in holdout]
     inputs = [given for _, given, _ in holdout]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from feedbackhub.env import env_bool, env_int, env_list, generated_secret
+from feedbackhub.env import env_bool, env_int, env_list, env_mapping, generated_secret
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("true", True), ("False", False), ("1", True), ("off", False)])
@@ -32,6 +32,14 @@ def test_env_int_checks_type_and_minimum(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_env_list_splits_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOME_LIST", " a.example, b.example ,,")
     assert env_list("SOME_LIST", "") == ["a.example", "b.example"]
+
+
+def test_env_mapping_reads_name_value_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOME_MAP", " torch = pkg.trainers.Torch , tf=pkg.Tf")
+    assert env_mapping("SOME_MAP", "") == {"torch": "pkg.trainers.Torch", "tf": "pkg.Tf"}
+    monkeypatch.setenv("SOME_MAP", "torch")
+    with pytest.raises(ImproperlyConfigured, match="name=value pairs, got 'torch'"):
+        env_mapping("SOME_MAP", "")
 
 
 def test_the_generated_secret_is_private_and_reused(tmp_path: Path) -> None:

@@ -189,7 +189,7 @@ class RunningStack:
         return self.process.wait(timeout=STOP_TIMEOUT)
 
 
-StartStack = Callable[[], RunningStack]
+StartStack = Callable[..., RunningStack]  # keyword arguments: extra environment variables
 
 
 @pytest.fixture(scope="module")
@@ -204,14 +204,14 @@ def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def start_stack(var_dir: Path, tmp_path: Path) -> Iterator[StartStack]:
     started: list[RunningStack] = []
 
-    def start() -> RunningStack:
+    def start(**env: str) -> RunningStack:
         port = free_port()
         log_path = tmp_path / f"stack-{len(started)}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [PYTHON, "-m", "feedbackhub.stack"],
                 cwd=REPO_DIR,
-                env=child_env(var_dir, port),
+                env=child_env(var_dir, port, **env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

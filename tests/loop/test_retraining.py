@@ -302,21 +302,54 @@ def test_the_champions_training_rows_survive_retention(api: ApiClient, seed_mode
     assert Prediction.objects.filter(registered_model=seed_model).count() == 40
 
 
-def test_a_run_whose_worker_died_is_failed_so_the_next_one_can_start(seed_model, settings) -> None:
+def test_a_run_whose_worker_died_is_failed_and_its_trigger_fires_again(seed_model, settings) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    store_examples(seed_model, separable(40))  # past the threshold of 5
+    celery_app.conf.task_always_eager = False
+    run, _ = services.retrain_request(registered_model=seed_model, trigger="threshold")
+    silent_since = timezone.now() - timedelta(seconds=settings.FEEDBACKHUB_RUN_STALE_SECONDS + 1)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, started_at=silent_since, heartbeat_at=silent_since
+    )
+
+    queued = services.retrain_due_models()
+
+    run.refresh_from_db()
+    assert (run.status, run.worker_lost) == (RunStatus.FAILED, True) and "heartbeat went silent" in run.error
+    # The examples the lost run was to train on still count: the threshold queues a new run at once.
+    assert [(again.trigger, again.status) for again in queued] == [("threshold", RunStatus.QUEUED)]
+
+
+def test_a_run_that_still_beats_or_waits_in_the_queue_is_left_alone(seed_model, settings) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
 
     celery_app.conf.task_always_eager = False
-    run, _ = services.retrain_request(registered_model=seed_model, trigger="test")
-    long_ago = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 120)
-    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started_at=long_ago, heartbeat_at=long_ago)
+    other = RegisteredModel.objects.create(name="other", task_type="binary")
+    running, _ = services.retrain_request(registered_model=seed_model, trigger="test")
+    queued, _ = services.retrain_request(registered_model=other, trigger="test")
+    started = timezone.now() - timedelta(hours=3)  # a long fit, but its heartbeat is fresh
+    TrainingRun.objects.filter(pk=running.pk).update(
+        status=RunStatus.RUNNING, started_at=started, heartbeat_at=timezone.now()
+    )
+    # Waiting behind other runs for longer than a heartbeat window is normal; for longer than a run may last is not.
+    TrainingRun.objects.filter(pk=queued.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.FEEDBACKHUB_RUN_STALE_SECONDS * 2)
+    )
 
-    services.retrain_due_models()
+    assert services.training_runs_fail_stale() == 0
 
-    run.refresh_from_db()
-    assert run.status == RunStatus.FAILED and "worker stopped" in run.error
-    assert services.retrain_request(registered_model=seed_model, trigger="test")[1] is True
+    TrainingRun.objects.filter(pk=queued.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 61)
+    )
+    assert services.training_runs_fail_stale() == 1
+    queued.refresh_from_db()
+    assert queued.status == RunStatus.FAILED and "no worker picked the run up" in queued.error
+    assert not queued.worker_lost
 
 
 def test_a_schedule_retrains_whatever_the_threshold(seed_model) -> None:
