@@ -67,6 +67,31 @@ def test_seed_001_examples_retrain_only_past_the_threshold(
     assert services.current_champion(seed_model) == run.candidate_version
 
 
+SEED_001_EXAMPLES = [
+    {"input": [0.5, 1.0, 2.1], "target": 1},  # the seed's own two
+    {"input": [0.2, 0.8, 1.5], "target": 0},
+    {"input": [0.9, 1.3, 2.6], "target": 1},
+    {"input": [0.1, 0.4, 1.1], "target": 0},
+    {"input": [0.7, 1.1, 2.3], "target": 1},
+]
+
+
+def test_seed_001_threshold_of_five_two_examples_retrain_nothing_five_do(
+    api: ApiClient, seed_model, django_capture_on_commit_callbacks
+) -> None:
+    assert seed_model.retrain_policy.min_new_examples == 5
+    for example in SEED_001_EXAMPLES[:2]:  # one at a time, as the seed's process_feedback() does
+        assert post_examples(api, example, django_capture_on_commit_callbacks).status_code == 201
+    assert not TrainingRun.objects.exists()
+
+    for example in SEED_001_EXAMPLES[2:]:
+        post_examples(api, example, django_capture_on_commit_callbacks)
+
+    run = TrainingRun.objects.get()
+    assert (run.trigger, run.status, run.train_count, run.holdout_count) == ("threshold", RunStatus.SUCCEEDED, 4, 1)
+    assert run.candidate_version is not None and "on 1 held-out examples" in run.decision
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [({"input": [1, 2]}, "target"), ({"target": 1}, "input"), ({"input": [1], "target": "cat"}, "target")],
