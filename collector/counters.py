@@ -5,16 +5,32 @@ PostgreSQL alike), so concurrent writers never lose an increment and a retried r
 adds nothing. A changed outcome is a -1 for the old judgement and a +1 for the new one.
 """
 
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Func, Max, Q, Sum
-from django.db.models.functions import Coalesce, TruncMinute
+from django.db.models import Case, Count, F, Func, Max, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Coalesce, TruncHour, TruncMinute
 
-from collector.models import ConfusionCell, FeedbackTally, ModelVersion, OutcomeMinute, Prediction, VersionTally
+from collector.models import (
+    LATENCY_BUCKETS_MS,
+    ConfusionCell,
+    ConfusionHour,
+    Feedback,
+    FeedbackHour,
+    FeedbackKind,
+    FeedbackTally,
+    LatencyHour,
+    ModelVersion,
+    OutcomeHour,
+    OutcomeMinute,
+    Prediction,
+    PredictionHour,
+    VersionTally,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,7 @@ class OutcomeChange:
     is_correct: bool | None
     error: float | None
     recorded_at: datetime
+    predicted_at: datetime
 
 
 def _increment(
@@ -67,13 +84,26 @@ def _minute(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
-def counters_record(*, new_predictions: Counter[int], outcome_changes: Sequence[OutcomeChange]) -> None:
-    """Count new predictions per version and apply outcome changes to every counter table."""
+def _hour(moment: datetime) -> datetime:
+    # In UTC first: a client's timestamp may carry an offset that is not a whole number of hours.
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def latency_bucket(latency_ms: float) -> int:
+    """Index of the histogram bucket a latency falls in: the first whose upper bound is at least the latency."""
+    return bisect_left(LATENCY_BUCKETS_MS, latency_ms)
+
+
+def counters_record(*, new_predictions: Sequence[Prediction], outcome_changes: Sequence[OutcomeChange]) -> None:
+    """Count new predictions per version (and hour) and apply outcome changes to every counter table."""
     tally: dict[int, list] = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0, None])
     cells: Counter[tuple[int, str, str]] = Counter()
     minutes: dict[tuple[int, datetime], list] = defaultdict(lambda: [0, 0, 0.0, 0.0])
-    for version_id, count in new_predictions.items():
+    hours: dict[tuple[int, datetime], list] = defaultdict(lambda: [0, 0, 0.0, 0.0])
+    hour_cells: Counter[tuple[int, datetime, str, str]] = Counter()
+    for version_id, count in Counter(row.model_version_id for row in new_predictions).items():
         tally[version_id][0] += count
+    _record_prediction_hours(new_predictions)
     for change in outcome_changes:
         correct = change.sign if change.is_correct else 0
         error = change.error or 0.0
@@ -87,11 +117,17 @@ def counters_record(*, new_predictions: Counter[int], outcome_changes: Sequence[
             row[6] = max(filter(None, [row[6], change.recorded_at]))
         if change.actual_label and change.predicted_label:
             cells[(change.model_version_id, change.actual_label, change.predicted_label)] += change.sign
-        bucket = minutes[(change.model_version_id, _minute(change.recorded_at))]
-        bucket[0] += change.sign
-        bucket[1] += correct
-        bucket[2] += change.sign * abs(error)
-        bucket[3] += change.sign * error * error
+        for bucket in (
+            minutes[(change.model_version_id, _minute(change.recorded_at))],
+            hours[(change.model_version_id, _hour(change.predicted_at))],
+        ):
+            bucket[0] += change.sign
+            bucket[1] += correct
+            bucket[2] += change.sign * abs(error)
+            bucket[3] += change.sign * error * error
+        if change.actual_label and change.predicted_label:
+            key = (change.model_version_id, _hour(change.predicted_at), change.actual_label, change.predicted_label)
+            hour_cells[key] += change.sign
     _increment(
         VersionTally,
         ["model_version_id"],
@@ -111,14 +147,68 @@ def counters_record(*, new_predictions: Counter[int], outcome_changes: Sequence[
         ["outcomes", "correct", "abs_error_sum", "squared_error_sum"],
         [(*key, *values) for key, values in minutes.items() if any(values)],
     )
+    _increment(
+        OutcomeHour,
+        ["model_version_id", "hour"],
+        ["outcomes", "correct", "abs_error_sum", "squared_error_sum"],
+        [(*key, *values) for key, values in hours.items() if any(values)],
+    )
+    _increment(
+        ConfusionHour,
+        ["model_version_id", "hour", "actual_label", "predicted_label"],
+        ["count"],
+        [(*key, count) for key, count in hour_cells.items() if count],
+    )
 
 
-def counters_record_feedback(*, kinds: Counter[tuple[int, str]]) -> None:
+def _record_prediction_hours(rows: Sequence[Prediction]) -> None:
+    hours: dict[tuple[int, datetime], list] = defaultdict(lambda: [0, 0, 0.0])
+    latencies: Counter[tuple[int, datetime, int]] = Counter()
+    for row in rows:
+        hour = _hour(row.created_at)
+        bucket = hours[(row.model_version_id, hour)]
+        bucket[0] += 1
+        if row.latency_ms is not None:
+            bucket[1] += 1
+            bucket[2] += row.latency_ms
+            latencies[(row.model_version_id, hour, latency_bucket(row.latency_ms))] += 1
+    _increment(
+        PredictionHour,
+        ["model_version_id", "hour"],
+        ["predictions", "latency_count", "latency_sum_ms"],
+        [(*key, *values) for key, values in hours.items()],
+    )
+    _increment(
+        LatencyHour,
+        ["model_version_id", "hour", "bucket"],
+        ["count"],
+        [(*key, count) for key, count in latencies.items()],
+    )
+
+
+def feedback_rating(kind: str, value: object) -> int:
+    """The rating a feedback row is counted under in the hourly rollup: 1-5 for ratings, else 0."""
+    if kind == FeedbackKind.RATING and isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5:
+        return value
+    return 0
+
+
+def counters_record_feedback(*, rows: Sequence[Feedback]) -> None:
     _increment(
         FeedbackTally,
         ["registered_model_id", "kind"],
         ["count"],
-        [(model_id, kind, count) for (model_id, kind), count in kinds.items()],
+        [(*key, count) for key, count in Counter((row.registered_model_id, row.kind) for row in rows).items()],
+    )
+    hourly = Counter(
+        (row.registered_model_id, _hour(row.created_at), row.kind, feedback_rating(row.kind, row.value))
+        for row in rows
+    )
+    _increment(
+        FeedbackHour,
+        ["registered_model_id", "hour", "kind", "rating"],
+        ["count"],
+        [(*key, count) for key, count in hourly.items()],
     )
 
 
@@ -134,7 +224,8 @@ def counters_rebuild(*, model_version_ids: Sequence[int] | None = None) -> int:
         versions = versions.filter(pk__in=model_version_ids)
     version_ids = list(versions.values_list("pk", flat=True))
     with transaction.atomic():
-        for model in (VersionTally, ConfusionCell, OutcomeMinute):
+        rebuilt = (VersionTally, ConfusionCell, OutcomeMinute, PredictionHour, LatencyHour, OutcomeHour, ConfusionHour)
+        for model in rebuilt:
             model.objects.filter(model_version_id__in=version_ids).delete()
         predictions = Prediction.objects.filter(model_version_id__in=version_ids)
         labelled = predictions.filter(actual__isnull=False)
@@ -166,15 +257,52 @@ def counters_rebuild(*, model_version_ids: Sequence[int] | None = None) -> int:
             .values("model_version_id", "actual_label", "predicted_label")
             .annotate(count=Count("pk"))
         )
+        outcome_sums = {
+            "outcomes": Count("pk"),
+            "correct": Count("pk", filter=Q(is_correct=True)),
+            "abs_error_sum": Coalesce(Sum(absolute), 0.0),
+            "squared_error_sum": Coalesce(Sum(squared), 0.0),
+        }
         OutcomeMinute.objects.bulk_create(
             OutcomeMinute(**row)
             for row in labelled.annotate(minute=TruncMinute("actual_recorded_at"))
             .values("model_version_id", "minute")
-            .annotate(
-                outcomes=Count("pk"),
-                correct=Count("pk", filter=Q(is_correct=True)),
-                abs_error_sum=Coalesce(Sum(absolute), 0.0),
-                squared_error_sum=Coalesce(Sum(squared), 0.0),
-            )
+            .annotate(**outcome_sums)
         )
+        _rebuild_hours(predictions, labelled, outcome_sums)
     return len(version_ids)
+
+
+def _rebuild_hours(predictions: QuerySet[Prediction], labelled: QuerySet[Prediction], outcome_sums: dict) -> None:
+    predicted_hour = TruncHour("created_at", tzinfo=UTC)
+    PredictionHour.objects.bulk_create(
+        PredictionHour(**row)
+        for row in predictions.annotate(hour=predicted_hour)
+        .values("model_version_id", "hour")
+        .annotate(
+            predictions=Count("pk"), latency_count=Count("latency_ms"), latency_sum_ms=Coalesce(Sum("latency_ms"), 0.0)
+        )
+    )
+    bucket = Case(
+        *(When(latency_ms__lte=bound, then=Value(index)) for index, bound in enumerate(LATENCY_BUCKETS_MS)),
+        default=Value(len(LATENCY_BUCKETS_MS)),
+    )
+    LatencyHour.objects.bulk_create(
+        LatencyHour(**row)
+        for row in predictions.filter(latency_ms__isnull=False)
+        .annotate(hour=predicted_hour, bucket=bucket)
+        .values("model_version_id", "hour", "bucket")
+        .annotate(count=Count("pk"))
+    )
+    OutcomeHour.objects.bulk_create(
+        OutcomeHour(**row)
+        for row in labelled.annotate(hour=predicted_hour).values("model_version_id", "hour").annotate(**outcome_sums)
+    )
+    ConfusionHour.objects.bulk_create(
+        ConfusionHour(**row)
+        for row in labelled.exclude(actual_label="")
+        .exclude(predicted_label="")
+        .annotate(hour=predicted_hour)
+        .values("model_version_id", "hour", "actual_label", "predicted_label")
+        .annotate(count=Count("pk"))
+    )

@@ -344,3 +344,102 @@ class FeedbackTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.count}"
+
+
+# --- hourly rollups for the dashboard: kept by the same atomic increments as the counters above ---------------
+
+# Upper bounds (ms) of the latency histogram's buckets; one more bucket holds everything slower.
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000)
+
+
+class PredictionHour(models.Model):
+    """Predictions per version and hour (by when the model predicted), with their latency sum."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    predictions = models.BigIntegerField(default=0)
+    latency_count = models.BigIntegerField(default=0, help_text="Predictions that reported their latency.")
+    latency_sum_ms = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model_version", "hour"], name="prediction_hour_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} at {self.hour:%Y-%m-%d %H}h"
+
+
+class LatencyHour(models.Model):
+    """How many of a version's predictions in an hour fell in each latency bucket (see LATENCY_BUCKETS_MS)."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    bucket = models.PositiveSmallIntegerField()
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "hour", "bucket"], name="latency_hour_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} at {self.hour:%Y-%m-%d %H}h, bucket {self.bucket}: {self.count}"
+
+
+class OutcomeHour(models.Model):
+    """Outcomes per version and hour of the prediction they judge: how good the predictions of each hour were,
+    filled in as their outcomes arrive."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    outcomes = models.BigIntegerField(default=0)
+    correct = models.BigIntegerField(default=0)
+    abs_error_sum = models.FloatField(default=0.0)
+    squared_error_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model_version", "hour"], name="outcome_hour_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} at {self.hour:%Y-%m-%d %H}h"
+
+
+class ConfusionHour(models.Model):
+    """Confusion-matrix cells per version and hour of the prediction (as OutcomeHour)."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    actual_label = models.CharField(max_length=255)
+    predicted_label = models.CharField(max_length=255)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "hour", "actual_label", "predicted_label"], name="confusion_hour_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} at {self.hour:%Y-%m-%d %H}h: {self.actual_label}->{self.predicted_label}"
+
+
+class FeedbackHour(models.Model):
+    """Human feedback per model, hour (by when it was given), kind and rating (0 for kinds without one).
+
+    The rating is kept so that the negative share follows each model's own rule of what counts as negative."""
+
+    registered_model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    kind = models.CharField(max_length=20, choices=FeedbackKind.choices)
+    rating = models.PositiveSmallIntegerField(default=0)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["registered_model", "hour", "kind", "rating"], name="feedback_hour_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.hour:%Y-%m-%d %H}h: {self.count}"

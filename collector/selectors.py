@@ -8,12 +8,19 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from collector.models import (
+    LATENCY_BUCKETS_MS,
     ApiKey,
     ConfusionCell,
+    ConfusionHour,
     Feedback,
+    FeedbackHour,
     FeedbackTally,
+    LatencyHour,
+    ModelVersion,
+    OutcomeHour,
     OutcomeMinute,
     Prediction,
+    PredictionHour,
     RegisteredModel,
     TaskType,
     VersionTally,
@@ -174,3 +181,148 @@ def feedback_counts() -> list[tuple[str, str, int]]:
     """(model name, feedback kind, lifetime count) from the feedback tally."""
     rows = FeedbackTally.objects.select_related("registered_model").order_by("registered_model__name", "kind")
     return [(row.registered_model.name, row.kind, row.count) for row in rows]
+
+
+# --- hourly series for the dashboard, read from the rollup tables only --------------------------------------
+
+
+@dataclass(frozen=True)
+class QualityPoint:
+    hour: datetime
+    outcomes: int
+    accuracy: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    mae: float | None = None
+    rmse: float | None = None
+
+
+def quality_by_hour(*, registered_model: RegisteredModel, since: datetime) -> dict[str, list[QualityPoint]]:
+    """Per version name, the quality of each hour's predictions (those with outcomes) since `since`."""
+    versions = dict(ModelVersion.objects.filter(registered_model=registered_model).values_list("pk", "version"))
+    hours = OutcomeHour.objects.filter(model_version_id__in=versions, hour__gte=since, outcomes__gt=0).order_by("hour")
+    cells: dict[tuple[int, datetime], dict[tuple[str, str], int]] = {}
+    if registered_model.task_type in (TaskType.BINARY, TaskType.MULTICLASS):
+        for version_id, hour, actual, predicted, count in ConfusionHour.objects.filter(
+            model_version_id__in=versions, hour__gte=since, count__gt=0
+        ).values_list("model_version_id", "hour", "actual_label", "predicted_label", "count"):
+            cells.setdefault((version_id, hour), {})[(actual, predicted)] = count
+    series: dict[str, list[QualityPoint]] = {}
+    for row in hours:
+        point = _quality_point(registered_model.task_type, row, cells.get((row.model_version_id, row.hour), {}))
+        series.setdefault(versions[row.model_version_id], []).append(point)
+    return series
+
+
+def _quality_point(task_type: str, row: OutcomeHour, cells: dict[tuple[str, str], int]) -> QualityPoint:
+    if task_type == TaskType.REGRESSION:
+        quality = regression_quality(row.outcomes, row.abs_error_sum, row.squared_error_sum)
+        return QualityPoint(row.hour, row.outcomes, mae=quality.mae, rmse=quality.rmse)
+    if task_type == TaskType.BINARY and cells:
+        scores = binary_quality(BinaryCounts.from_cells(cells))
+    elif task_type == TaskType.MULTICLASS and cells:
+        scores = multiclass_quality(cells)
+    else:
+        return QualityPoint(row.hour, row.outcomes, accuracy=row.correct / row.outcomes)
+    return QualityPoint(row.hour, row.outcomes, scores.accuracy, scores.precision, scores.recall, scores.f1)
+
+
+def predictions_by_hour(*, registered_model: RegisteredModel, since: datetime) -> dict[str, list[tuple[datetime, int]]]:
+    """Per version name, (hour, predictions) since `since`."""
+    rows = (
+        PredictionHour.objects.filter(model_version__registered_model=registered_model, hour__gte=since)
+        .order_by("hour")
+        .values_list("model_version__version", "hour", "predictions")
+    )
+    series: dict[str, list[tuple[datetime, int]]] = {}
+    for version, hour, count in rows:
+        series.setdefault(version, []).append((hour, count))
+    return series
+
+
+@dataclass(frozen=True)
+class LatencyPoint:
+    hour: datetime
+    count: int
+    p50: float
+    p95: float
+    p99: float
+
+
+def histogram_quantile(quantile: float, counts: dict[int, int]) -> float:
+    """The latency below which `quantile` of the counted predictions fall, interpolated linearly inside its
+    bucket as Prometheus' histogram_quantile() does; in the open last bucket, the highest finite bound."""
+    total = sum(counts.values())
+    rank = quantile * total
+    seen = 0
+    for bucket in sorted(counts):
+        if seen + counts[bucket] >= rank and counts[bucket]:
+            if bucket >= len(LATENCY_BUCKETS_MS):
+                return float(LATENCY_BUCKETS_MS[-1])
+            lower = LATENCY_BUCKETS_MS[bucket - 1] if bucket else 0.0
+            return lower + (LATENCY_BUCKETS_MS[bucket] - lower) * (rank - seen) / counts[bucket]
+        seen += counts[bucket]
+    return float(LATENCY_BUCKETS_MS[-1])
+
+
+def latency_by_hour(*, registered_model: RegisteredModel, since: datetime) -> list[LatencyPoint]:
+    """p50, p95 and p99 of the model's prediction latency (all versions) in each hour since `since`."""
+    buckets: dict[datetime, dict[int, int]] = {}
+    for hour, bucket, count in (
+        LatencyHour.objects.filter(model_version__registered_model=registered_model, hour__gte=since, count__gt=0)
+        .values("hour", "bucket")
+        .annotate(total=Sum("count"))
+        .values_list("hour", "bucket", "total")
+    ):
+        buckets.setdefault(hour, {})[bucket] = count
+    return [
+        LatencyPoint(
+            hour,
+            sum(counts.values()),
+            *(histogram_quantile(q, counts) for q in (0.5, 0.95, 0.99)),
+        )
+        for hour, counts in sorted(buckets.items())
+    ]
+
+
+@dataclass(frozen=True)
+class FeedbackCount:
+    hour: datetime
+    kind: str
+    rating: int
+    count: int
+
+
+def feedback_by_hour(*, registered_model: RegisteredModel, since: datetime) -> list[FeedbackCount]:
+    """Feedback per hour, kind and rating (0 for kinds without one) since `since`."""
+    return [
+        FeedbackCount(*row)
+        for row in FeedbackHour.objects.filter(registered_model=registered_model, hour__gte=since, count__gt=0)
+        .order_by("hour")
+        .values_list("hour", "kind", "rating", "count")
+    ]
+
+
+def predictions_since_by_model(*, since: datetime) -> dict[int, int]:
+    """Predictions per model id since `since` (to the hour), from the hourly rollup."""
+    rows = (
+        PredictionHour.objects.filter(hour__gte=since)
+        .values("model_version__registered_model_id")
+        .annotate(total=Sum("predictions"))
+        .values_list("model_version__registered_model_id", "total")
+    )
+    return dict(rows)
+
+
+def feedback_since_by_model(*, since: datetime) -> dict[int, list[tuple[str, int, int]]]:
+    """(kind, rating, count) per model id since `since` (to the hour), from the hourly rollup."""
+    counts: dict[int, list[tuple[str, int, int]]] = {}
+    for model_id, kind, rating, total in (
+        FeedbackHour.objects.filter(hour__gte=since, count__gt=0)
+        .values("registered_model_id", "kind", "rating")
+        .annotate(total=Sum("count"))
+        .values_list("registered_model_id", "kind", "rating", "total")
+    ):
+        counts.setdefault(model_id, []).append((kind, rating, total))
+    return counts

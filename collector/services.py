@@ -9,7 +9,6 @@ import hmac
 import math
 import secrets
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -392,7 +391,7 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
         rows.append(row)
     Prediction.objects.bulk_create(rows)
     counters_record(
-        new_predictions=Counter(row.model_version_id for row in rows),
+        new_predictions=rows,
         outcome_changes=[_outcome_change(row, +1) for row in rows if row.actual is not None],
     )
     new_ids = {entry.index: row.pk for entry, row in zip(plan.new, rows, strict=True)}
@@ -489,6 +488,7 @@ def _outcome_change(row: Prediction, sign: int) -> OutcomeChange:
         is_correct=row.is_correct,
         error=row.error,
         recorded_at=row.actual_recorded_at,
+        predicted_at=row.created_at,
     )
 
 
@@ -643,7 +643,7 @@ def _outcome_record_batch(items: Sequence[OutcomeIn], actor: Actor, single: bool
         list(changed.values()), ["actual", "actual_label", "is_correct", "error", "actual_recorded_at"]
     )
     OutcomeRevision.objects.bulk_create(revisions)
-    counters_record(new_predictions=Counter(), outcome_changes=counter_changes)
+    counters_record(new_predictions=[], outcome_changes=counter_changes)
     for (model_id, event_id), actual in pending.items():
         PendingOutcome.objects.update_or_create(
             registered_model_id=model_id, event_id=event_id, defaults={"actual": actual, "actor": actor.label}
@@ -773,7 +773,7 @@ def _feedback_record_batch(items: Sequence[FeedbackIn], actor: Actor, single: bo
             )
         )
     Feedback.objects.bulk_create(rows)
-    counters_record_feedback(kinds=Counter((row.registered_model_id, row.kind) for row in rows))
+    counters_record_feedback(rows=rows)
     return _results(plan, keyed, {entry.index: row.pk for entry, row in zip(plan.new, rows, strict=True)})
 
 

@@ -1,9 +1,17 @@
 """Reads of the review app."""
 
-from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 
 from collector.models import Feedback, Prediction, RegisteredModel
-from reviews.models import ACTIVE_STATUSES, Correction, CorrectionStatus, Instruction, KnowledgeEntry, ReviewTask
+from reviews.models import (
+    ACTIVE_STATUSES,
+    Correction,
+    CorrectionStatus,
+    Instruction,
+    KnowledgeEntry,
+    ReviewPolicy,
+    ReviewTask,
+)
 
 
 def knowledge_current(*, models: QuerySet[RegisteredModel], model_name: str | None = None) -> QuerySet[KnowledgeEntry]:
@@ -54,3 +62,29 @@ def predictions_needed_by_open_tasks(registered_model: RegisteredModel) -> Query
     return Prediction.objects.filter(
         Q(pk__in=behind_feedback.values("prediction")) | Q(pk__in=undecided.values("prediction"))
     ).values("pk")
+
+
+def review_policies(*, models: list[RegisteredModel]) -> dict[int, ReviewPolicy]:
+    """Each model's review policy, or an unsaved default one (reading never creates rows)."""
+    stored = {policy.registered_model_id: policy for policy in ReviewPolicy.objects.filter(registered_model__in=models)}
+    return {model.pk: stored.get(model.pk) or ReviewPolicy(registered_model=model) for model in models}
+
+
+def active_task_counts() -> dict[int, int]:
+    """Open and in-progress review tasks per model id."""
+    rows = (
+        ReviewTask.objects.filter(status__in=ACTIVE_STATUSES)
+        .values("registered_model_id")
+        .annotate(count=Count("pk"))
+        .values_list("registered_model_id", "count")
+    )
+    return dict(rows)
+
+
+def active_tasks(*, registered_model: RegisteredModel, limit: int) -> list[ReviewTask]:
+    """The model's open and in-progress review tasks, highest priority and oldest first."""
+    return list(
+        ReviewTask.objects.filter(registered_model=registered_model, status__in=ACTIVE_STATUSES)
+        .select_related("assignee")
+        .order_by("priority_rank", "created_at")[:limit]
+    )

@@ -1,0 +1,228 @@
+"""Dashboard pages for staff and reviewers: every model at a glance, then one model's quality, latency, traffic,
+feedback and retraining over time. Server-rendered from the hourly rollups; charts drawn by Plotly in the browser
+from data embedded in the page (no request leaves the hub)."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import Http404, HttpRequest
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.generic import TemplateView
+
+from collector import selectors as collector_selectors
+from collector.models import Feedback, RegisteredModel, TaskType
+from collector.selectors import VersionQuality
+from loop import selectors as loop_selectors
+from reviews import selectors as review_selectors
+from reviews.models import ReviewPolicy
+
+PERIOD_DAYS = (1, 7, 30, 90)
+DEFAULT_PERIOD_DAYS = 7
+HISTORY_ROWS = 20
+
+
+@dataclass(frozen=True)
+class FeedbackShare:
+    total: int
+    negative: int
+
+    @property
+    def negative_rate(self) -> float | None:
+        return self.negative / self.total if self.total else None
+
+
+def _feedback_share(policy: ReviewPolicy, counts: list[tuple[str, int, int]]) -> FeedbackShare:
+    negative = sum(
+        count for kind, rating, count in counts if policy.counts_as_negative(Feedback(kind=kind, value=rating or None))
+    )
+    return FeedbackShare(total=sum(count for *_, count in counts), negative=negative)
+
+
+def _headline_quality(qualities: list[VersionQuality], champion_version: str | None) -> VersionQuality | None:
+    """The champion's quality, else the newest version's that has outcomes."""
+    by_version = {quality.version: quality for quality in qualities}
+    if champion_version in by_version:
+        return by_version[champion_version]
+    with_outcomes = [quality for quality in qualities if quality.outcomes]
+    return with_outcomes[-1] if with_outcomes else None
+
+
+@method_decorator(staff_member_required, name="dispatch")
+class DashboardPage(TemplateView):
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {**super().get_context_data(**kwargs), **admin.site.each_context(self.request)}
+
+
+class OverviewView(DashboardPage):
+    template_name = "dashboard/overview.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        now = timezone.now()
+        models = list(RegisteredModel.objects.order_by("name"))
+        qualities: dict[str, list[VersionQuality]] = {}
+        for quality in collector_selectors.quality_list(with_windows=False):
+            qualities.setdefault(quality.model, []).append(quality)
+        champions = loop_selectors.champions()
+        last_runs = loop_selectors.last_runs()
+        recent_predictions = collector_selectors.predictions_since_by_model(since=now - timedelta(hours=24))
+        recent_feedback = collector_selectors.feedback_since_by_model(since=now - timedelta(days=7))
+        policies = review_selectors.review_policies(models=models)
+        open_tasks = review_selectors.active_task_counts()
+        rows = []
+        for model in models:
+            champion = champions.get(model.pk)
+            versions = qualities.get(model.name, [])
+            rows.append(
+                {
+                    "model": model,
+                    "champion": champion,
+                    "quality": _headline_quality(versions, champion.version if champion else None),
+                    "predictions": sum(quality.predictions for quality in versions),
+                    "predictions_24h": recent_predictions.get(model.pk, 0),
+                    "feedback_7d": _feedback_share(policies[model.pk], recent_feedback.get(model.pk, [])),
+                    "open_tasks": open_tasks.get(model.pk, 0),
+                    "last_run": last_runs.get(model.pk),
+                }
+            )
+        return {**super().get_context_data(**kwargs), "title": "Models", "rows": rows}
+
+
+class ModelDashboardView(DashboardPage):
+    template_name = "dashboard/model.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        model = RegisteredModel.objects.filter(name=kwargs["name"]).first()
+        if model is None:
+            raise Http404(f"No model named {kwargs['name']!r}.")
+        days = _period_days(self.request)
+        since = (timezone.now() - timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
+        champion = loop_selectors.champions().get(model.pk)
+        qualities = collector_selectors.quality_list(registered_model=model, with_windows=False)
+        feedback = collector_selectors.feedback_by_hour(registered_model=model, since=since)
+        policy = review_selectors.review_policies(models=[model])[model.pk]
+        runs = loop_selectors.training_history(registered_model=model, limit=HISTORY_ROWS)
+        charts = [
+            _quality_chart(model, since),
+            _latency_chart(model, since),
+            _volume_chart(model, since),
+            _feedback_chart(feedback, policy),
+            _retrain_chart(runs),
+        ]
+        return {
+            **super().get_context_data(**kwargs),
+            "title": f"Model {model.name}",
+            "model": model,
+            "champion": champion,
+            "quality": _headline_quality(qualities, champion.version if champion else None),
+            "predictions": sum(quality.predictions for quality in qualities),
+            "feedback_share": _feedback_share(policy, [(c.kind, c.rating, c.count) for c in feedback]),
+            "days": days,
+            "periods": PERIOD_DAYS,
+            "charts": charts,
+            "chart_data": {chart["id"]: chart for chart in charts if chart["traces"]},
+            "runs": runs,
+            "champion_changes": loop_selectors.champion_changes(registered_model=model, limit=HISTORY_ROWS),
+            "tasks": review_selectors.active_tasks(registered_model=model, limit=HISTORY_ROWS),
+        }
+
+
+def _period_days(request: HttpRequest) -> int:
+    try:
+        days = int(request.GET.get("days", DEFAULT_PERIOD_DAYS))
+    except ValueError:
+        return DEFAULT_PERIOD_DAYS
+    return days if days in PERIOD_DAYS else DEFAULT_PERIOD_DAYS
+
+
+# --- charts: a title, axis titles and Plotly traces; the template embeds them as JSON ------------------------
+
+
+def _chart(chart_id: str, title: str, y_title: str, traces: list[dict[str, Any]], empty: str, **layout: Any) -> dict:
+    return {"id": chart_id, "title": title, "y_title": y_title, "traces": traces, "empty": empty, "layout": layout}
+
+
+def _line(name: str, points: list[tuple[datetime, float | None]], **style: Any) -> dict[str, Any]:
+    return {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "name": name,
+        "x": [hour.isoformat() for hour, _ in points],
+        "y": [value for _, value in points],
+        **style,
+    }
+
+
+def _quality_chart(model: RegisteredModel, since: datetime) -> dict:
+    series = collector_selectors.quality_by_hour(registered_model=model, since=since)
+    if model.task_type == TaskType.REGRESSION:
+        measures, y_title = ("mae", "rmse"), "error"
+    elif model.task_type in (TaskType.BINARY, TaskType.MULTICLASS):
+        measures, y_title = ("accuracy", "precision", "recall", "f1"), "score"
+    else:
+        measures, y_title = ("accuracy",), "score"
+    traces = [
+        _line(f"{version} {measure}", [(point.hour, getattr(point, measure)) for point in points])
+        for version, points in series.items()
+        for measure in measures
+    ]
+    return _chart(
+        "quality", "Quality per version, by hour of prediction", y_title, traces, "No outcomes in this period."
+    )
+
+
+def _latency_chart(model: RegisteredModel, since: datetime) -> dict:
+    points = collector_selectors.latency_by_hour(registered_model=model, since=since)
+    traces = [
+        _line(name, [(point.hour, getattr(point, name)) for point in points]) for name in ("p50", "p95", "p99")
+    ]
+    return _chart("latency", "Prediction latency", "ms", traces if points else [], "No latencies in this period.")
+
+
+def _volume_chart(model: RegisteredModel, since: datetime) -> dict:
+    series = collector_selectors.predictions_by_hour(registered_model=model, since=since)
+    traces = [
+        {"type": "bar", "name": version, "x": [hour.isoformat() for hour, _ in points], "y": [n for _, n in points]}
+        for version, points in series.items()
+    ]
+    return _chart("volume", "Predictions per hour", "predictions", traces, "No predictions in this period.",
+                  barmode="stack")  # fmt: skip
+
+
+def _feedback_chart(feedback: list[collector_selectors.FeedbackCount], policy: ReviewPolicy) -> dict:
+    totals: dict[datetime, list[int]] = {}
+    for item in feedback:
+        counts = totals.setdefault(item.hour, [0, 0])
+        counts[0] += item.count
+        if policy.counts_as_negative(Feedback(kind=item.kind, value=item.rating or None)):
+            counts[1] += item.count
+    hours = sorted(totals)
+    traces = [
+        {"type": "bar", "name": "feedback", "x": [h.isoformat() for h in hours], "y": [totals[h][0] for h in hours]},
+        _line("negative rate", [(h, totals[h][1] / totals[h][0]) for h in hours], yaxis="y2"),
+    ]
+    return _chart(
+        "feedback", "Human feedback and negative rate", "items", traces if hours else [],
+        "No feedback in this period.",
+        yaxis2={
+            "title": {"text": "negative rate"}, "overlaying": "y", "side": "right", "range": [0, 1],
+            "tickformat": ".0%",
+        },
+    )  # fmt: skip
+
+
+def _retrain_chart(runs: list) -> dict:
+    scored = sorted((run for run in runs if run.candidate_score is not None), key=lambda run: run.pk)
+    names = [f"run {run.pk}" for run in scored]
+    traces = [
+        {"type": "scatter", "mode": "lines+markers", "name": "candidate", "x": names,
+         "y": [run.candidate_score for run in scored], "text": [run.decision for run in scored]},
+        {"type": "scatter", "mode": "lines+markers", "name": "champion before", "x": names,
+         "y": [run.champion_score for run in scored]},
+    ]  # fmt: skip
+    metric = scored[-1].metric if scored else ""
+    return _chart("retrains", "Retrains: candidate against the champion on the same holdout", metric,
+                  traces if scored else [], "No finished retrains yet.", xaxis={"type": "category"})  # fmt: skip
