@@ -7,7 +7,7 @@ adds nothing. A changed outcome is a -1 for the old judgement and a +1 for the n
 
 from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -193,16 +193,17 @@ def feedback_rating(kind: str, value: object) -> int:
     return 0
 
 
-def counters_record_feedback(*, rows: Sequence[Feedback]) -> None:
+def counters_record_feedback(*, rows: Iterable[Feedback]) -> None:
+    kinds: Counter[tuple[int, str]] = Counter()
+    hourly: Counter[tuple[int, datetime, str, int]] = Counter()
+    for row in rows:
+        kinds[(row.registered_model_id, row.kind)] += 1
+        hourly[(row.registered_model_id, _hour(row.created_at), row.kind, feedback_rating(row.kind, row.value))] += 1
     _increment(
         FeedbackTally,
         ["registered_model_id", "kind"],
         ["count"],
-        [(*key, count) for key, count in Counter((row.registered_model_id, row.kind) for row in rows).items()],
-    )
-    hourly = Counter(
-        (row.registered_model_id, _hour(row.created_at), row.kind, feedback_rating(row.kind, row.value))
-        for row in rows
+        [(*key, count) for key, count in kinds.items()],
     )
     _increment(
         FeedbackHour,
@@ -223,7 +224,9 @@ def counters_rebuild(*, model_version_ids: Sequence[int] | None = None) -> int:
     if model_version_ids is not None:
         versions = versions.filter(pk__in=model_version_ids)
     version_ids = list(versions.values_list("pk", flat=True))
+    model_ids = set(versions.values_list("registered_model_id", flat=True))
     with transaction.atomic():
+        _rebuild_feedback(model_ids)
         rebuilt = (VersionTally, ConfusionCell, OutcomeMinute, PredictionHour, LatencyHour, OutcomeHour, ConfusionHour)
         for model in rebuilt:
             model.objects.filter(model_version_id__in=version_ids).delete()
@@ -271,6 +274,16 @@ def counters_rebuild(*, model_version_ids: Sequence[int] | None = None) -> int:
         )
         _rebuild_hours(predictions, labelled, outcome_sums)
     return len(version_ids)
+
+
+def _rebuild_feedback(model_ids: set[int]) -> None:
+    FeedbackTally.objects.filter(registered_model_id__in=model_ids).delete()
+    FeedbackHour.objects.filter(registered_model_id__in=model_ids).delete()
+    counters_record_feedback(
+        rows=Feedback.objects.filter(registered_model_id__in=model_ids)
+        .only("registered_model_id", "created_at", "kind", "value")
+        .iterator(chunk_size=5000)
+    )
 
 
 def _rebuild_hours(predictions: QuerySet[Prediction], labelled: QuerySet[Prediction], outcome_sums: dict) -> None:

@@ -1,10 +1,12 @@
 """Reads: what the API and the admin list and look up."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from django.conf import settings
-from django.db.models import QuerySet, Sum
+from django.db.models import CharField, Expression, F, QuerySet, Sum
+from django.db.models.functions import Cast, Substr
 from django.utils import timezone
 
 from collector.models import (
@@ -183,12 +185,28 @@ def feedback_counts() -> list[tuple[str, str, int]]:
     return [(row.registered_model.name, row.kind, row.count) for row in rows]
 
 
-# --- hourly series for the dashboard, read from the rollup tables only --------------------------------------
+# --- series over time for the dashboard, read from the hourly rollup tables only -----------------------------
+
+Step = Literal["hour", "day"]
+
+
+def _bucket(step: Step) -> Expression:
+    """The rollup's hour, or its day: long periods are summed per day in SQL, so a page reads few rows.
+
+    The day is the first ten characters of the hour as UTC text ("2026-11-30"): plain SQL on SQLite and
+    PostgreSQL alike (Django's connections run in UTC), where TruncDay would call Python once per row on SQLite."""
+    if step == "hour":
+        return F("hour")
+    return Substr(Cast("hour", output_field=CharField()), 1, 10)
+
+
+def _moment(bucket: datetime | str) -> datetime:
+    return bucket if isinstance(bucket, datetime) else datetime.fromisoformat(bucket).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class QualityPoint:
-    hour: datetime
+    at: datetime
     outcomes: int
     accuracy: float | None = None
     precision: float | None = None
@@ -198,52 +216,83 @@ class QualityPoint:
     rmse: float | None = None
 
 
-def quality_by_hour(*, registered_model: RegisteredModel, since: datetime) -> dict[str, list[QualityPoint]]:
-    """Per version name, the quality of each hour's predictions (those with outcomes) since `since`."""
+def quality_series(*, registered_model: RegisteredModel, since: datetime, step: Step) -> dict[str, list[QualityPoint]]:
+    """Per version name, the quality of the predictions made in each hour (or day) since `since` that have
+    outcomes."""
     versions = dict(ModelVersion.objects.filter(registered_model=registered_model).values_list("pk", "version"))
-    hours = OutcomeHour.objects.filter(model_version_id__in=versions, hour__gte=since, outcomes__gt=0).order_by("hour")
+    sums = (
+        OutcomeHour.objects.filter(model_version_id__in=versions, hour__gte=since)
+        .values("model_version_id", at=_bucket(step))
+        .annotate(
+            outcomes=Sum("outcomes"),
+            correct=Sum("correct"),
+            abs_error_sum=Sum("abs_error_sum"),
+            squared_error_sum=Sum("squared_error_sum"),
+        )
+        .filter(outcomes__gt=0)
+        .order_by("at")
+        .values_list("model_version_id", "at", "outcomes", "correct", "abs_error_sum", "squared_error_sum")
+    )
     cells: dict[tuple[int, datetime], dict[tuple[str, str], int]] = {}
     if registered_model.task_type in (TaskType.BINARY, TaskType.MULTICLASS):
-        for version_id, hour, actual, predicted, count in ConfusionHour.objects.filter(
-            model_version_id__in=versions, hour__gte=since, count__gt=0
-        ).values_list("model_version_id", "hour", "actual_label", "predicted_label", "count"):
-            cells.setdefault((version_id, hour), {})[(actual, predicted)] = count
+        for version_id, at, actual, predicted, count in (
+            ConfusionHour.objects.filter(model_version_id__in=versions, hour__gte=since)
+            .values("model_version_id", "actual_label", "predicted_label", at=_bucket(step))
+            .annotate(total=Sum("count"))
+            .filter(total__gt=0)
+            .values_list("model_version_id", "at", "actual_label", "predicted_label", "total")
+        ):
+            cells.setdefault((version_id, at), {})[(actual, predicted)] = count
     series: dict[str, list[QualityPoint]] = {}
-    for row in hours:
-        point = _quality_point(registered_model.task_type, row, cells.get((row.model_version_id, row.hour), {}))
-        series.setdefault(versions[row.model_version_id], []).append(point)
+    for version_id, at, *totals in sums:
+        cells_then = cells.get((version_id, at), {})
+        point = _quality_point(registered_model.task_type, _moment(at), *totals, cells=cells_then)
+        series.setdefault(versions[version_id], []).append(point)
     return series
 
 
-def _quality_point(task_type: str, row: OutcomeHour, cells: dict[tuple[str, str], int]) -> QualityPoint:
+def _quality_point(
+    task_type: str,
+    at: datetime,
+    outcomes: int,
+    correct: int,
+    abs_error_sum: float,
+    squared_error_sum: float,
+    *,
+    cells: dict[tuple[str, str], int],
+) -> QualityPoint:
     if task_type == TaskType.REGRESSION:
-        quality = regression_quality(row.outcomes, row.abs_error_sum, row.squared_error_sum)
-        return QualityPoint(row.hour, row.outcomes, mae=quality.mae, rmse=quality.rmse)
+        quality = regression_quality(outcomes, abs_error_sum, squared_error_sum)
+        return QualityPoint(at, outcomes, mae=quality.mae, rmse=quality.rmse)
     if task_type == TaskType.BINARY and cells:
         scores = binary_quality(BinaryCounts.from_cells(cells))
     elif task_type == TaskType.MULTICLASS and cells:
         scores = multiclass_quality(cells)
     else:
-        return QualityPoint(row.hour, row.outcomes, accuracy=row.correct / row.outcomes)
-    return QualityPoint(row.hour, row.outcomes, scores.accuracy, scores.precision, scores.recall, scores.f1)
+        return QualityPoint(at, outcomes, accuracy=correct / outcomes)
+    return QualityPoint(at, outcomes, scores.accuracy, scores.precision, scores.recall, scores.f1)
 
 
-def predictions_by_hour(*, registered_model: RegisteredModel, since: datetime) -> dict[str, list[tuple[datetime, int]]]:
-    """Per version name, (hour, predictions) since `since`."""
+def prediction_series(
+    *, registered_model: RegisteredModel, since: datetime, step: Step
+) -> dict[str, list[tuple[datetime, int]]]:
+    """Per version name, (hour or day, predictions) since `since`."""
     rows = (
         PredictionHour.objects.filter(model_version__registered_model=registered_model, hour__gte=since)
-        .order_by("hour")
-        .values_list("model_version__version", "hour", "predictions")
+        .values("model_version__version", at=_bucket(step))
+        .annotate(total=Sum("predictions"))
+        .order_by("at")
+        .values_list("model_version__version", "at", "total")
     )
     series: dict[str, list[tuple[datetime, int]]] = {}
-    for version, hour, count in rows:
-        series.setdefault(version, []).append((hour, count))
+    for version, at, count in rows:
+        series.setdefault(version, []).append((_moment(at), count))
     return series
 
 
 @dataclass(frozen=True)
 class LatencyPoint:
-    hour: datetime
+    at: datetime
     count: int
     p50: float
     p95: float
@@ -266,41 +315,41 @@ def histogram_quantile(quantile: float, counts: dict[int, int]) -> float:
     return float(LATENCY_BUCKETS_MS[-1])
 
 
-def latency_by_hour(*, registered_model: RegisteredModel, since: datetime) -> list[LatencyPoint]:
-    """p50, p95 and p99 of the model's prediction latency (all versions) in each hour since `since`."""
+def latency_series(*, registered_model: RegisteredModel, since: datetime, step: Step) -> list[LatencyPoint]:
+    """p50, p95 and p99 of the model's prediction latency (all versions) in each hour or day since `since`."""
     buckets: dict[datetime, dict[int, int]] = {}
-    for hour, bucket, count in (
-        LatencyHour.objects.filter(model_version__registered_model=registered_model, hour__gte=since, count__gt=0)
-        .values("hour", "bucket")
+    for at, bucket, count in (
+        LatencyHour.objects.filter(model_version__registered_model=registered_model, hour__gte=since)
+        .values("bucket", at=_bucket(step))
         .annotate(total=Sum("count"))
-        .values_list("hour", "bucket", "total")
+        .filter(total__gt=0)
+        .values_list("at", "bucket", "total")
     ):
-        buckets.setdefault(hour, {})[bucket] = count
+        buckets.setdefault(_moment(at), {})[bucket] = count
     return [
-        LatencyPoint(
-            hour,
-            sum(counts.values()),
-            *(histogram_quantile(q, counts) for q in (0.5, 0.95, 0.99)),
-        )
-        for hour, counts in sorted(buckets.items())
+        LatencyPoint(at, sum(counts.values()), *(histogram_quantile(q, counts) for q in (0.5, 0.95, 0.99)))
+        for at, counts in sorted(buckets.items())
     ]
 
 
 @dataclass(frozen=True)
 class FeedbackCount:
-    hour: datetime
+    at: datetime
     kind: str
     rating: int
     count: int
 
 
-def feedback_by_hour(*, registered_model: RegisteredModel, since: datetime) -> list[FeedbackCount]:
-    """Feedback per hour, kind and rating (0 for kinds without one) since `since`."""
+def feedback_series(*, registered_model: RegisteredModel, since: datetime, step: Step) -> list[FeedbackCount]:
+    """Feedback per hour or day, kind and rating (0 for kinds without one) since `since`."""
     return [
-        FeedbackCount(*row)
-        for row in FeedbackHour.objects.filter(registered_model=registered_model, hour__gte=since, count__gt=0)
-        .order_by("hour")
-        .values_list("hour", "kind", "rating", "count")
+        FeedbackCount(_moment(at), kind, rating, count)
+        for at, kind, rating, count in FeedbackHour.objects.filter(registered_model=registered_model, hour__gte=since)
+        .values("kind", "rating", at=_bucket(step))
+        .annotate(total=Sum("count"))
+        .filter(total__gt=0)
+        .order_by("at")
+        .values_list("at", "kind", "rating", "total")
     ]
 
 

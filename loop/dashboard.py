@@ -2,8 +2,10 @@
 feedback and retraining over time. Server-rendered from the hourly rollups; charts drawn by Plotly in the browser
 from data embedded in the page (no request leaves the hub)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from django.contrib import admin
@@ -15,13 +17,14 @@ from django.views.generic import TemplateView
 
 from collector import selectors as collector_selectors
 from collector.models import Feedback, RegisteredModel, TaskType
-from collector.selectors import VersionQuality
+from collector.selectors import Step, VersionQuality
 from loop import selectors as loop_selectors
 from reviews import selectors as review_selectors
 from reviews.models import ReviewPolicy
 
 PERIOD_DAYS = (1, 7, 30, 90)
 DEFAULT_PERIOD_DAYS = 7
+HOURLY_UP_TO_DAYS = 7  # longer periods are drawn per day
 HISTORY_ROWS = 20
 
 
@@ -35,11 +38,22 @@ class FeedbackShare:
         return self.negative / self.total if self.total else None
 
 
+def _negative(policy: ReviewPolicy) -> Callable[[str, int], bool]:
+    """Whether feedback of a kind and rating (0: none) counts as negative under the model's review policy."""
+
+    @cache
+    def judge(kind: str, rating: int) -> bool:
+        return policy.counts_as_negative(Feedback(kind=kind, value=rating or None))
+
+    return judge
+
+
 def _feedback_share(policy: ReviewPolicy, counts: list[tuple[str, int, int]]) -> FeedbackShare:
-    negative = sum(
-        count for kind, rating, count in counts if policy.counts_as_negative(Feedback(kind=kind, value=rating or None))
+    negative = _negative(policy)
+    return FeedbackShare(
+        total=sum(count for *_, count in counts),
+        negative=sum(count for kind, rating, count in counts if negative(kind, rating)),
     )
-    return FeedbackShare(total=sum(count for *_, count in counts), negative=negative)
 
 
 def _headline_quality(qualities: list[VersionQuality], champion_version: str | None) -> VersionQuality | None:
@@ -99,16 +113,19 @@ class ModelDashboardView(DashboardPage):
         if model is None:
             raise Http404(f"No model named {kwargs['name']!r}.")
         days = _period_days(self.request)
+        step: Step = "hour" if days <= HOURLY_UP_TO_DAYS else "day"
         since = (timezone.now() - timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
+        if step == "day":
+            since = since.replace(hour=0)
         champion = loop_selectors.champions().get(model.pk)
         qualities = collector_selectors.quality_list(registered_model=model, with_windows=False)
-        feedback = collector_selectors.feedback_by_hour(registered_model=model, since=since)
+        feedback = collector_selectors.feedback_series(registered_model=model, since=since, step=step)
         policy = review_selectors.review_policies(models=[model])[model.pk]
         runs = loop_selectors.training_history(registered_model=model, limit=HISTORY_ROWS)
         charts = [
-            _quality_chart(model, since),
-            _latency_chart(model, since),
-            _volume_chart(model, since),
+            _quality_chart(model, since, step),
+            _latency_chart(model, since, step),
+            _volume_chart(model, since, step),
             _feedback_chart(feedback, policy),
             _retrain_chart(runs),
         ]
@@ -121,6 +138,7 @@ class ModelDashboardView(DashboardPage):
             "predictions": sum(quality.predictions for quality in qualities),
             "feedback_share": _feedback_share(policy, [(c.kind, c.rating, c.count) for c in feedback]),
             "days": days,
+            "step": step,
             "periods": PERIOD_DAYS,
             "charts": charts,
             "chart_data": {chart["id"]: chart for chart in charts if chart["traces"]},
@@ -150,14 +168,14 @@ def _line(name: str, points: list[tuple[datetime, float | None]], **style: Any) 
         "type": "scatter",
         "mode": "lines+markers",
         "name": name,
-        "x": [hour.isoformat() for hour, _ in points],
+        "x": [at.isoformat() for at, _ in points],
         "y": [value for _, value in points],
         **style,
     }
 
 
-def _quality_chart(model: RegisteredModel, since: datetime) -> dict:
-    series = collector_selectors.quality_by_hour(registered_model=model, since=since)
+def _quality_chart(model: RegisteredModel, since: datetime, step: Step) -> dict:
+    series = collector_selectors.quality_series(registered_model=model, since=since, step=step)
     if model.task_type == TaskType.REGRESSION:
         measures, y_title = ("mae", "rmse"), "error"
     elif model.task_type in (TaskType.BINARY, TaskType.MULTICLASS):
@@ -165,39 +183,40 @@ def _quality_chart(model: RegisteredModel, since: datetime) -> dict:
     else:
         measures, y_title = ("accuracy",), "score"
     traces = [
-        _line(f"{version} {measure}", [(point.hour, getattr(point, measure)) for point in points])
+        _line(f"{version} {measure}", [(point.at, getattr(point, measure)) for point in points])
         for version, points in series.items()
         for measure in measures
     ]
     return _chart(
-        "quality", "Quality per version, by hour of prediction", y_title, traces, "No outcomes in this period."
+        "quality", f"Quality per version, by {step} of prediction", y_title, traces, "No outcomes in this period."
     )
 
 
-def _latency_chart(model: RegisteredModel, since: datetime) -> dict:
-    points = collector_selectors.latency_by_hour(registered_model=model, since=since)
+def _latency_chart(model: RegisteredModel, since: datetime, step: Step) -> dict:
+    points = collector_selectors.latency_series(registered_model=model, since=since, step=step)
     traces = [
-        _line(name, [(point.hour, getattr(point, name)) for point in points]) for name in ("p50", "p95", "p99")
+        _line(name, [(point.at, getattr(point, name)) for point in points]) for name in ("p50", "p95", "p99")
     ]
     return _chart("latency", "Prediction latency", "ms", traces if points else [], "No latencies in this period.")
 
 
-def _volume_chart(model: RegisteredModel, since: datetime) -> dict:
-    series = collector_selectors.predictions_by_hour(registered_model=model, since=since)
+def _volume_chart(model: RegisteredModel, since: datetime, step: Step) -> dict:
+    series = collector_selectors.prediction_series(registered_model=model, since=since, step=step)
     traces = [
-        {"type": "bar", "name": version, "x": [hour.isoformat() for hour, _ in points], "y": [n for _, n in points]}
+        {"type": "bar", "name": version, "x": [at.isoformat() for at, _ in points], "y": [n for _, n in points]}
         for version, points in series.items()
     ]
-    return _chart("volume", "Predictions per hour", "predictions", traces, "No predictions in this period.",
+    return _chart("volume", f"Predictions per {step}", "predictions", traces, "No predictions in this period.",
                   barmode="stack")  # fmt: skip
 
 
 def _feedback_chart(feedback: list[collector_selectors.FeedbackCount], policy: ReviewPolicy) -> dict:
+    negative = _negative(policy)
     totals: dict[datetime, list[int]] = {}
     for item in feedback:
-        counts = totals.setdefault(item.hour, [0, 0])
+        counts = totals.setdefault(item.at, [0, 0])
         counts[0] += item.count
-        if policy.counts_as_negative(Feedback(kind=item.kind, value=item.rating or None)):
+        if negative(item.kind, item.rating):
             counts[1] += item.count
     hours = sorted(totals)
     traces = [

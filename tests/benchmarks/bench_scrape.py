@@ -41,7 +41,16 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def load(version: ModelVersion, start: int, stop: int, rng: random.Random) -> None:
+def load(
+    version: ModelVersion,
+    start: int,
+    stop: int,
+    rng: random.Random,
+    *,
+    span_seconds: float = 7200,
+    rebuild: bool = True,
+) -> None:
+    """Store predictions `start` to `stop` of `version`, made over the last `span_seconds`, half with outcomes."""
     table = Prediction._meta.db_table
     sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"  # noqa: S608
     adapt = connection.ops.adapt_datetimefield_value
@@ -52,17 +61,18 @@ def load(version: ModelVersion, start: int, stop: int, rng: random.Random) -> No
             predicted = rng.choice("01")
             labelled = n % 2 == 0
             actual = rng.choice("01") if labelled else None
-            moment = adapt(now - timedelta(seconds=rng.uniform(0, 7200)))
+            moment = adapt(now - timedelta(seconds=rng.uniform(0, span_seconds)))
             rows.append((
                 version.registered_model_id, version.pk, f"bench-{n}", moment, moment, "api",
                 json.dumps({"tenure": n % 48, "plan": "basic"}), json.dumps(int(predicted)), predicted,
                 json.dumps(int(actual)) if labelled else None, actual or "", moment if labelled else None,
-                (actual == predicted) if labelled else None, 5.0, 0.7, "", "{}", "0" * 64,
+                (actual == predicted) if labelled else None, rng.lognormvariate(3, 0.5), 0.7, "", "{}", "0" * 64,
             ))  # fmt: skip
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(sql, rows)
         print(f"  loaded {min(first + CHUNK, stop):,} / {stop:,} predictions", file=sys.stderr, flush=True)
-    counters_rebuild(model_version_ids=[version.pk])
+    if rebuild:
+        counters_rebuild(model_version_ids=[version.pk])
 
 
 def scrape_times(client: Client) -> list[float]:

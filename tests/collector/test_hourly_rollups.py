@@ -66,6 +66,7 @@ def rollup_state() -> dict[str, list]:
         "latency": rows(LatencyHour, "bucket", "count"),
         "outcomes": rows(OutcomeHour, "outcomes", "correct", "abs_error_sum", "squared_error_sum"),
         "confusion": [row for row in rows(ConfusionHour, "actual_label", "predicted_label", "count") if row[-1]],
+        "feedback": sorted(FeedbackHour.objects.values_list("registered_model_id", "hour", "kind", "rating", "count")),
     }
 
 
@@ -77,6 +78,13 @@ def test_rebuilding_gives_the_rollups_kept_at_write_time(api: ApiClient) -> None
         for n in range(60)
     ]
     assert api.post_json("/api/v1/predictions/", timed).status_code == 201
+    kinds = ["rating", "thumbs_up", "thumbs_down", "comment", "rating"] * 8
+    feedback = [
+        {"model": "churn", "prediction_event_id": f"t{n}", "kind": kind, "timestamp": f"2026-11-2{n % 5}T0{n % 9}:00Z",
+         "value": n % 5 + 1 if kind == "rating" else None, "comment": "slow" if kind == "comment" else ""}
+        for n, kind in enumerate(kinds)
+    ]  # fmt: skip
+    assert api.post_json("/api/v1/feedback/", feedback).status_code == 201
     kept = rollup_state()
     assert all(kept.values())
 

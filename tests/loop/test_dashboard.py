@@ -92,6 +92,17 @@ def test_a_short_period_shows_less_and_an_unknown_period_falls_back(api: ApiClie
     assert fallback.status_code == 200 and fallback.context["days"] == 7
 
 
+def test_long_periods_are_summed_per_day(api: ApiClient, reviewer: ApiClient) -> None:
+    seed_dashboard_data(api, hours=72, per_hour=2)
+
+    month = chart_data(reviewer.get("/models/churn/?days=30").content.decode())
+
+    days = {x for trace in month["volume"]["traces"] for x in trace["x"]}
+    assert len(days) in (3, 4) and all(x.endswith("T00:00:00+00:00") for x in days)
+    assert sum(sum(trace["y"]) for trace in month["volume"]["traces"]) == 144
+    assert all(len(trace["x"]) <= 4 for trace in month["quality"]["traces"] + month["latency"]["traces"])
+
+
 def test_an_unknown_model_is_a_404(reviewer: ApiClient) -> None:
     assert reviewer.get("/models/nope/").status_code == 404
 
