@@ -160,6 +160,17 @@ class Prediction(models.Model):
                 condition=Q(actual_recorded_at__isnull=False),
                 name="prediction_recent_outcomes",
             ),
+            # The retrain check counts a model's labels newer than its last run, every minute.
+            models.Index(
+                fields=["registered_model", "actual_recorded_at"],
+                condition=Q(actual_recorded_at__isnull=False),
+                name="prediction_model_outcomes",
+            ),
+            models.Index(
+                fields=["registered_model", "training_label_at"],
+                condition=Q(training_label_at__isnull=False),
+                name="prediction_model_labels",
+            ),
         ]
 
     def __str__(self) -> str:
