@@ -394,6 +394,7 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
     counters_record(
         new_predictions=Counter(row.model_version_id for row in rows),
         outcome_changes=[_outcome_change(row, +1) for row in rows if row.actual is not None],
+        new_confidences=[(row.model_version_id, row.confidence) for row in rows if row.confidence is not None],
     )
     new_ids = {entry.index: row.pk for entry, row in zip(plan.new, rows, strict=True)}
     if pending:
@@ -489,6 +490,7 @@ def _outcome_change(row: Prediction, sign: int) -> OutcomeChange:
         is_correct=row.is_correct,
         error=row.error,
         recorded_at=row.actual_recorded_at,
+        confidence=row.confidence,
     )
 
 

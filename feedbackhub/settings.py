@@ -201,6 +201,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=17, hour=3),
     },
     "retrain-due-models": {"task": "loop.tasks.retrain_due_models", "schedule": 60.0},
+    "check-drift": {"task": "collector.tasks.check_drift", "schedule": 300.0},
 }
 CELERY_TIMEZONE = TIME_ZONE
 
