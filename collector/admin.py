@@ -207,16 +207,8 @@ class DriftPolicyAdmin(admin.ModelAdmin):
     ]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(DriftReference)
-class DriftReferenceAdmin(ReadOnlyAdmin):
+class DriftReferenceAdmin(LargeTableAdmin):
     list_display = ["model_version", "source", "sample_size", "created_at", "last_check"]
     list_filter = ["source", "model_version__registered_model"]
     list_select_related = ["model_version__registered_model", "last_check"]
@@ -234,7 +226,7 @@ class DriftReportInline(admin.TabularInline):
 
 
 @admin.register(DriftCheck)
-class DriftCheckAdmin(ReadOnlyAdmin):
+class DriftCheckAdmin(LargeTableAdmin):
     list_display = ["created_at", "model_version", "window_predictions", "reference_size", "drifted"]
     list_filter = ["drifted", "model_version__registered_model"]
     list_select_related = ["model_version__registered_model"]

@@ -195,7 +195,7 @@ def ks(reference: Sequence[int], current: Sequence[int]) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov statistic and p-value from binned counts.
 
     The binned statistic is the largest gap between the two empirical CDFs at the bin edges, so it is at most the
-    exact one and short of it by no more than the gap's change within a bin. The p-value is scipy's asymptotic
+    exact one and short of it by no more than either sample's share in one bin. The p-value is scipy's asymptotic
     two-sample distribution (as `ks_2samp(method="asymp")`).
     """
     n, m = sum(reference), sum(current)

@@ -290,3 +290,34 @@ def test_drifted_features_is_empty_for_a_model_never_checked() -> None:
 
     assert drifted_features(registered_model=version.registered_model) == []
     assert drifted_features(registered_model=version.registered_model, version="v1") == []
+
+
+def test_drift_policies_checks_and_reports_show_in_the_admin(admin_client: Any) -> None:
+    version = promoted_version()
+    record(churn_inputs(300, seed=26, tenure_shift=8))
+    check_drift()
+    check = DriftCheck.objects.get()
+
+    pages = [
+        "/admin/collector/driftpolicy/",
+        f"/admin/collector/driftpolicy/{DriftPolicy.objects.get().pk}/change/",
+        "/admin/collector/driftreference/",
+        f"/admin/collector/driftreference/{version.drift_reference.pk}/change/",
+        "/admin/collector/driftcheck/?drifted__exact=1",
+        f"/admin/collector/driftcheck/{check.pk}/change/",
+    ]
+
+    for page in pages:
+        response = admin_client.get(page)
+        assert response.status_code == 200, page
+    assert "tenure" in admin_client.get(pages[-1]).content.decode()
+    response = admin_client.post(
+        pages[1],
+        {
+            "registered_model": version.registered_model_id, "enabled": "on", "open_review_task": "on",
+            "psi_threshold": "0.3", "ks_threshold": "0.1", "p_value": "0.01", "window_hours": "12",
+            "min_window_predictions": "100", "reference_size": "1000",
+        },
+    )  # fmt: skip
+    assert response.status_code == 302
+    assert DriftPolicy.objects.get().psi_threshold == 0.3
