@@ -269,8 +269,9 @@ HOSTILE_INPUTS: list[Any] = [
 @pytest.mark.parametrize("hostile", HOSTILE_INPUTS, ids=range(len(HOSTILE_INPUTS)))
 def test_hostile_inputs_never_raise_and_never_blow_up_the_sketches(hostile: Any) -> None:
     version = promoted_version()
+    DriftPolicy.objects.create(registered_model=version.registered_model, min_window_predictions=10)
     drift_reference_record(model_version=version, inputs=[hostile] * 200 + churn_inputs(200, seed=25))
-    record([hostile] * 150)
+    record([hostile] * 20)
 
     check_drift()
 
@@ -279,7 +280,8 @@ def test_hostile_inputs_never_raise_and_never_blow_up_the_sketches(hostile: Any)
     assert all(len(name) <= 100 for name in reference.inputs)
     assert all(len(spec["counts"]) <= 21 for spec in reference.inputs.values())
     window = DriftWindowHour.objects.get()
-    assert window.predictions == 150
+    assert window.predictions == 20
+    assert DriftCheck.objects.get().window_predictions == 20
     assert set(window.inputs) <= set(reference.inputs)
     assert set(DriftReport.objects.values_list("feature", flat=True)) <= set(reference.inputs)
     assert len(json.dumps(reference.inputs)) < 50_000 and len(json.dumps(window.inputs)) < 20_000
