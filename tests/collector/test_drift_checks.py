@@ -29,6 +29,7 @@ from collector.sketches import input_features
 from collector.tasks import check_drift
 from reviews.models import ReviewTask, TaskStatus
 from tests.conftest import ApiClient
+from tests.loop.test_concurrent_ingest import run_in_threads
 
 pytestmark = pytest.mark.django_db
 ACTOR = Actor(label="test")
@@ -323,3 +324,18 @@ def test_drift_policies_checks_and_reports_show_in_the_admin(admin_client: Any) 
     )  # fmt: skip
     assert response.status_code == 302
     assert DriftPolicy.objects.get().psi_threshold == 0.3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_window_updates_count_each_prediction_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    version = promoted_version()
+    record(churn_inputs(600, seed=27))
+    monkeypatch.setattr(drift, "CHUNK", 50)
+
+    errors = run_in_threads(lambda _: drift_windows_update(), 4)
+
+    assert errors == []
+    counted = window_state(version)
+    assert sum(row[1] for row in counted) == 600
+    drift_window_recount(model_version=version)
+    assert window_state(version) == counted
