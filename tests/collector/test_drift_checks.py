@@ -339,3 +339,23 @@ def test_racing_window_updates_count_each_prediction_once(monkeypatch: pytest.Mo
     assert sum(row[1] for row in counted) == 600
     drift_window_recount(model_version=version)
     assert window_state(version) == counted
+
+
+def test_a_reviewer_reads_the_drift_check_behind_a_task_and_changes_nothing(django_user_model: Any) -> None:
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    version = promoted_version()
+    record(churn_inputs(300, seed=28, tenure_shift=8))
+    check_drift()
+    user = django_user_model.objects.create_user("rita", password="unused-password", is_staff=True)
+    user.groups.add(Group.objects.get(name="Reviewers"))
+    client = Client()
+    client.force_login(user)
+
+    page = client.get(f"/admin/collector/driftcheck/{DriftCheck.objects.get().pk}/change/")
+
+    assert page.status_code == 200 and "tenure" in page.content.decode()
+    assert client.get(f"/admin/reviews/reviewtask/{ReviewTask.objects.get().pk}/change/").status_code == 200
+    policy = DriftPolicy.objects.get(registered_model=version.registered_model)
+    assert client.post(f"/admin/collector/driftpolicy/{policy.pk}/change/", {"psi_threshold": "9"}).status_code == 403
