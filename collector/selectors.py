@@ -69,22 +69,6 @@ class WindowQuality:
 
 
 @dataclass(frozen=True)
-class VersionQuality:
-    model: str
-    version: str
-    task_type: str
-    predictions: int
-    outcomes: int
-    last_outcome_at: datetime | None
-    cells: dict[tuple[str, str], int]
-    binary: BinaryCounts | None
-    classification: ClassificationQuality | None
-    regression: RegressionQuality | None
-    windows: dict[str, WindowQuality]
-    confidence: "ConfidenceQuality | None" = None
-
-
-@dataclass(frozen=True)
 class ConfidenceQuality:
     """What the model's confidence promised against what happened (classification with confidences only).
 
@@ -100,16 +84,31 @@ class ConfidenceQuality:
     labelled_accuracy: float | None
 
 
+@dataclass(frozen=True)
+class VersionQuality:
+    model: str
+    version: str
+    task_type: str
+    predictions: int
+    outcomes: int
+    last_outcome_at: datetime | None
+    cells: dict[tuple[str, str], int]
+    binary: BinaryCounts | None
+    classification: ClassificationQuality | None
+    regression: RegressionQuality | None
+    windows: dict[str, WindowQuality]
+    confidence: ConfidenceQuality | None = None
+
+
 def _confidence_quality(tally: VersionTally, task_type: str) -> ConfidenceQuality | None:
     if task_type == TaskType.REGRESSION or not tally.confident:
         return None
     pending = tally.confident - tally.confident_outcomes
+    pending_sum = tally.confidence_sum - tally.confident_outcomes_confidence_sum
     labelled = tally.confident_outcomes
     return ConfidenceQuality(
         pending=pending,
-        estimated_accuracy=(tally.confidence_sum - tally.confident_outcomes_confidence_sum) / pending
-        if pending
-        else None,
+        estimated_accuracy=pending_sum / pending if pending else None,
         labelled=labelled,
         labelled_confidence=tally.confident_outcomes_confidence_sum / labelled if labelled else None,
         labelled_accuracy=tally.confident_outcomes_correct / labelled if labelled else None,
