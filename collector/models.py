@@ -7,7 +7,7 @@ keep go into `Prediction.attributes` (JSON), not into new columns.
 import re
 
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -360,22 +360,36 @@ class DriftPolicy(models.Model):
     registered_model = models.OneToOneField(RegisteredModel, on_delete=models.CASCADE, related_name="drift_policy")
     enabled = models.BooleanField(default=True)
     psi_threshold = models.FloatField(
-        "PSI threshold", default=0.2, help_text="A feature drifts when its population stability index is above this."
+        "PSI threshold",
+        default=0.2,
+        validators=[MinValueValidator(0.0)],
+        help_text="An input or output drifts when its population stability index is above this.",
     )
     ks_threshold = models.FloatField(
-        "KS threshold", default=0.1, help_text="...or (numeric) its Kolmogorov-Smirnov statistic is above this"
+        "KS threshold",
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="A numeric one also drifts when its Kolmogorov-Smirnov statistic is above this (and significant).",
     )
     p_value = models.FloatField(
-        "p-value", default=0.01, help_text="and significant: the KS or chi-square p-value is below this."
+        "p-value",
+        default=0.01,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Significant: the KS or chi-square p-value is below this. A categorical one drifts when it is.",
     )
     window_hours = models.PositiveIntegerField(
-        default=24, help_text="The current window: the predictions of the last this-many hours."
+        default=24,
+        validators=[MinValueValidator(1)],
+        help_text="The current window: the predictions of the last this-many hours.",
     )
     min_window_predictions = models.PositiveIntegerField(
-        default=100, help_text="Judge a window only when it holds at least this many predictions."
+        default=100,
+        validators=[MinValueValidator(1)],
+        help_text="Judge a window (and a feature) only with at least this many predictions in it.",
     )
     reference_size = models.PositiveIntegerField(
         default=1000,
+        validators=[MinValueValidator(1)],
         help_text="A version without a reference from its training set takes its first this-many predictions.",
     )
     open_review_task = models.BooleanField(default=True, help_text="Open a review task when a version drifts.")

@@ -324,6 +324,8 @@ def test_drift_policies_checks_and_reports_show_in_the_admin(admin_client: Any) 
     )  # fmt: skip
     assert response.status_code == 302
     assert DriftPolicy.objects.get().psi_threshold == 0.3
+    refused = admin_client.post(pages[1], {"registered_model": version.registered_model_id, "window_hours": "0"})
+    assert refused.status_code == 200 and DriftPolicy.objects.get().window_hours == 12
 
 
 @pytest.mark.django_db(transaction=True)
