@@ -8,6 +8,10 @@ from django.utils.functional import cached_property
 
 from collector.models import (
     ApiKey,
+    DriftCheck,
+    DriftPolicy,
+    DriftReference,
+    DriftReport,
     Feedback,
     ModelVersion,
     OutcomeRevision,
@@ -187,3 +191,44 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         # Revoke instead: a deleted key leaves no trace of who wrote what.
         return False
+
+
+@admin.register(DriftPolicy)
+class DriftPolicyAdmin(admin.ModelAdmin):
+    list_display = [
+        "registered_model", "enabled", "psi_threshold", "ks_threshold", "p_value", "window_hours", "reference_size",
+        "open_review_task",
+    ]  # fmt: skip
+    list_select_related = ["registered_model"]
+    fieldsets = [
+        (None, {"fields": ["registered_model", "enabled", "open_review_task"]}),
+        ("Thresholds", {"fields": ["psi_threshold", "ks_threshold", "p_value"]}),
+        ("Windows", {"fields": ["window_hours", "min_window_predictions", "reference_size"]}),
+    ]
+
+
+@admin.register(DriftReference)
+class DriftReferenceAdmin(LargeTableAdmin):
+    list_display = ["model_version", "source", "sample_size", "created_at", "last_check"]
+    list_filter = ["source", "model_version__registered_model"]
+    list_select_related = ["model_version__registered_model", "last_check"]
+
+
+class DriftReportInline(admin.TabularInline):
+    model = DriftReport
+    extra = 0
+    fields = ["feature", "is_output", "method", "value", "p_value", "threshold", "drifted"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(DriftCheck)
+class DriftCheckAdmin(LargeTableAdmin):
+    list_display = ["created_at", "model_version", "window_predictions", "reference_size", "drifted"]
+    list_filter = ["drifted", "model_version__registered_model"]
+    list_select_related = ["model_version__registered_model"]
+    fields = ["model_version", "created_at", "window_start", "window_end", "window_predictions", "reference_size"]
+    inlines = [DriftReportInline]

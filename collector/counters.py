@@ -45,6 +45,7 @@ class OutcomeChange:
     error: float | None
     recorded_at: datetime
     predicted_at: datetime
+    confidence: float | None = None
 
 
 def _increment(
@@ -80,6 +81,15 @@ def _increment(
         cursor.execute(sql, params)
 
 
+CONFIDENCE_COLUMNS = [
+    "confident",
+    "confidence_sum",
+    "confident_outcomes",
+    "confident_outcomes_confidence_sum",
+    "confident_outcomes_correct",
+]
+
+
 def _minute(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
@@ -95,14 +105,19 @@ def latency_bucket(latency_ms: float) -> int:
 
 
 def counters_record(*, new_predictions: Sequence[Prediction], outcome_changes: Sequence[OutcomeChange]) -> None:
-    """Count new predictions per version (and hour) and apply outcome changes to every counter table."""
-    tally: dict[int, list] = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0, None])
+    """Count new predictions per version (with the confidences of those sent with one, and per hour), and apply
+    outcome changes to every counter table."""
+    tally: dict[int, list] = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0, 0.0, 0, None])
     cells: Counter[tuple[int, str, str]] = Counter()
     minutes: dict[tuple[int, datetime], list] = defaultdict(lambda: [0, 0, 0.0, 0.0])
     hours: dict[tuple[int, datetime], list] = defaultdict(lambda: [0, 0, 0.0, 0.0])
     hour_cells: Counter[tuple[int, datetime, str, str]] = Counter()
-    for version_id, count in Counter(row.model_version_id for row in new_predictions).items():
-        tally[version_id][0] += count
+    for prediction in new_predictions:
+        counts = tally[prediction.model_version_id]
+        counts[0] += 1
+        if prediction.confidence is not None:
+            counts[6] += 1
+            counts[7] += prediction.confidence
     _record_prediction_hours(new_predictions)
     for change in outcome_changes:
         correct = change.sign if change.is_correct else 0
@@ -113,8 +128,12 @@ def counters_record(*, new_predictions: Sequence[Prediction], outcome_changes: S
         row[3] += change.sign * error
         row[4] += change.sign * abs(error)
         row[5] += change.sign * error * error
+        if change.confidence is not None:
+            row[8] += change.sign
+            row[9] += change.sign * change.confidence
+            row[10] += correct
         if change.sign > 0:
-            row[6] = max(filter(None, [row[6], change.recorded_at]))
+            row[11] = max(filter(None, [row[11], change.recorded_at]))
         if change.actual_label and change.predicted_label:
             cells[(change.model_version_id, change.actual_label, change.predicted_label)] += change.sign
         for bucket in (
@@ -131,7 +150,7 @@ def counters_record(*, new_predictions: Sequence[Prediction], outcome_changes: S
     _increment(
         VersionTally,
         ["model_version_id"],
-        ["predictions", "outcomes", "correct", "error_sum", "abs_error_sum", "squared_error_sum"],
+        ["predictions", "outcomes", "correct", "error_sum", "abs_error_sum", "squared_error_sum", *CONFIDENCE_COLUMNS],
         [(version_id, *values) for version_id, values in tally.items()],
         overwrite=["last_outcome_at"],
     )
@@ -234,6 +253,7 @@ def counters_rebuild(*, model_version_ids: Sequence[int] | None = None) -> int:
         labelled = predictions.filter(actual__isnull=False)
         absolute = Func(F("error"), function="ABS")
         squared = F("error") * F("error")
+        confident = Q(confidence__isnull=False)
         tallies = {
             row["model_version_id"]: row
             for row in labelled.values("model_version_id").annotate(
@@ -243,15 +263,24 @@ def counters_rebuild(*, model_version_ids: Sequence[int] | None = None) -> int:
                 abs_error_sum=Coalesce(Sum(absolute), 0.0),
                 squared_error_sum=Coalesce(Sum(squared), 0.0),
                 last_outcome_at=Max("actual_recorded_at"),
+                confident_outcomes=Count("pk", filter=confident),
+                confident_outcomes_confidence_sum=Coalesce(Sum("confidence", filter=confident), 0.0),
+                confident_outcomes_correct=Count("pk", filter=confident & Q(is_correct=True)),
             )
         }
         VersionTally.objects.bulk_create(
             VersionTally(
                 model_version_id=row["model_version_id"],
                 predictions=row["predictions"],
+                confident=row["confident"],
+                confidence_sum=row["confidence_sum"],
                 **{k: v for k, v in tallies.get(row["model_version_id"], {}).items() if k != "model_version_id"},
             )
-            for row in predictions.values("model_version_id").annotate(predictions=Count("pk"))
+            for row in predictions.values("model_version_id").annotate(
+                predictions=Count("pk"),
+                confident=Count("pk", filter=confident),
+                confidence_sum=Coalesce(Sum("confidence", filter=confident), 0.0),
+            )
         )
         ConfusionCell.objects.bulk_create(
             ConfusionCell(**row)

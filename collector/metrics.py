@@ -37,6 +37,7 @@ class QualityCollector(Collector):
         yield from self._counts(qualities)
         yield from self._quality(qualities)
         yield from self._windows(qualities)
+        yield from self._confidence(qualities)
         feedback = CounterMetricFamily("model_feedback", "Human feedback received, by kind.", labels=["model", "kind"])
         for model, kind, count in selectors.feedback_counts():
             feedback.add_metric([model, kind], count)
@@ -117,6 +118,98 @@ class QualityCollector(Collector):
                     mae.add_metric([quality.model, quality.version, window], figures.mae)
         yield from (accuracy, mae)
 
+    def _confidence(self, qualities: list[selectors.VersionQuality]) -> Iterator[Metric]:
+        estimated = GaugeMetricFamily(
+            "model_estimated_accuracy",
+            "Mean confidence of the predictions still waiting for their outcome: their expected accuracy.",
+            labels=VERSION_LABELS,
+        )
+        labelled_confidence = GaugeMetricFamily(
+            "model_labelled_confidence",
+            "Mean confidence of the predictions whose outcome is known (compare with model_labelled_accuracy).",
+            labels=VERSION_LABELS,
+        )
+        labelled_accuracy = GaugeMetricFamily(
+            "model_labelled_accuracy",
+            "Share right of the predictions sent with a confidence whose outcome is known.",
+            labels=VERSION_LABELS,
+        )
+        for quality in qualities:
+            figures = quality.confidence
+            labels = [quality.model, quality.version]
+            if figures is not None and figures.estimated_accuracy is not None:
+                estimated.add_metric(labels, figures.estimated_accuracy)
+            if figures is not None and figures.labelled_confidence is not None:
+                labelled_confidence.add_metric(labels, figures.labelled_confidence)
+                labelled_accuracy.add_metric(labels, figures.labelled_accuracy)
+        yield from (estimated, labelled_confidence, labelled_accuracy)
+
+
+class DriftCollector(Collector):
+    """The latest drift check of every version: a handful of rows, whatever the number of predictions."""
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        feature_labels = [*VERSION_LABELS, "feature", "method"]
+        families = {
+            (False, "value"): GaugeMetricFamily(
+                "model_feature_drift",
+                "Drift of an input feature: PSI, KS statistic or chi-square.",
+                labels=feature_labels,
+            ),
+            (True, "value"): GaugeMetricFamily(
+                "model_prediction_drift",
+                'Drift of the model\'s output, feature "score" (confidence) or "prediction": PSI, KS or chi-square.',
+                labels=feature_labels,
+            ),
+            (False, "p_value"): GaugeMetricFamily(
+                "model_feature_drift_p_value",
+                "p-value of the KS or chi-square test of an input.",
+                labels=feature_labels,
+            ),
+            (True, "p_value"): GaugeMetricFamily(
+                "model_prediction_drift_p_value",
+                "p-value of the KS or chi-square test of an output.",
+                labels=feature_labels,
+            ),
+        }
+        threshold = GaugeMetricFamily(
+            "model_drift_threshold",
+            "The model's threshold on the PSI or KS statistic.",
+            labels=[*VERSION_LABELS, "method"],
+        )
+        drifted = GaugeMetricFamily(
+            "model_drifted_features", "Inputs and outputs over a threshold in the latest check.", labels=VERSION_LABELS
+        )
+        window = GaugeMetricFamily(
+            "model_drift_window_predictions",
+            "Predictions in the window of the latest drift check.",
+            labels=VERSION_LABELS,
+        )
+        checked = GaugeMetricFamily(
+            "model_drift_check_timestamp_seconds", "When the latest drift check ran.", labels=VERSION_LABELS
+        )
+        for model, version, check, reports in selectors.latest_drift_reports():
+            labels = [model, version]
+            thresholds: dict[str, float] = {}
+            for report in reports:
+                families[(report.is_output, "value")].add_metric([*labels, report.feature, report.method], report.value)
+                if report.p_value is not None:
+                    families[(report.is_output, "p_value")].add_metric(
+                        [*labels, report.feature, report.method], report.p_value
+                    )
+                if report.threshold is not None:
+                    thresholds[report.method] = report.threshold
+            for method, value in sorted(thresholds.items()):
+                threshold.add_metric([*labels, method], value)
+            drifted.add_metric(labels, len({(r.is_output, r.feature) for r in reports if r.drifted}))
+            window.add_metric(labels, check.window_predictions)
+            checked.add_metric(labels, check.created_at.timestamp())
+        yield from families.values()
+        yield from (threshold, drifted, window, checked)
+
 
 def _authorised(request: HttpRequest) -> bool:
     token = settings.FEEDBACKHUB_METRICS_TOKEN
@@ -137,4 +230,5 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     else:
         registry.register(_ThisProcess())
     registry.register(QualityCollector())
+    registry.register(DriftCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE)

@@ -7,7 +7,7 @@ keep go into `Prediction.attributes` (JSON), not into new columns.
 import re
 
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -302,6 +302,11 @@ class VersionTally(models.Model):
     abs_error_sum = models.FloatField(default=0.0)
     squared_error_sum = models.FloatField(default=0.0)
     last_outcome_at = models.DateTimeField(null=True, blank=True)
+    confident = models.BigIntegerField(default=0, help_text="Predictions sent with a confidence.")
+    confidence_sum = models.FloatField(default=0.0)
+    confident_outcomes = models.BigIntegerField(default=0, help_text="Of those, the ones whose outcome is known.")
+    confident_outcomes_confidence_sum = models.FloatField(default=0.0)
+    confident_outcomes_correct = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"tally of {self.model_version_id}"
@@ -355,6 +360,149 @@ class FeedbackTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.count}"
+
+
+# --- drift ------------------------------------------------------------------------------------------
+
+
+class DriftPolicy(models.Model):
+    """When a model's inputs or outputs count as drifted, per registered model."""
+
+    registered_model = models.OneToOneField(RegisteredModel, on_delete=models.CASCADE, related_name="drift_policy")
+    enabled = models.BooleanField(default=True)
+    psi_threshold = models.FloatField(
+        "PSI threshold",
+        default=0.2,
+        validators=[MinValueValidator(0.0)],
+        help_text="An input or output drifts when its population stability index is above this.",
+    )
+    ks_threshold = models.FloatField(
+        "KS threshold",
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="A numeric one also drifts when its Kolmogorov-Smirnov statistic is above this (and significant).",
+    )
+    p_value = models.FloatField(
+        "p-value",
+        default=0.01,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Significant: the KS or chi-square p-value is below this. A categorical one drifts when it is.",
+    )
+    window_hours = models.PositiveIntegerField(
+        default=24,
+        validators=[MinValueValidator(1)],
+        help_text="The current window: the predictions of the last this-many hours.",
+    )
+    min_window_predictions = models.PositiveIntegerField(
+        default=100,
+        validators=[MinValueValidator(1)],
+        help_text="Judge a window (and a feature) only with at least this many predictions in it.",
+    )
+    reference_size = models.PositiveIntegerField(
+        default=1000,
+        validators=[MinValueValidator(1)],
+        help_text="A version without a reference from its training set takes its first this-many predictions.",
+    )
+    open_review_task = models.BooleanField(default=True, help_text="Open a review task when a version drifts.")
+
+    class Meta:
+        verbose_name_plural = "drift policies"
+
+    def __str__(self) -> str:
+        return f"drift policy of {self.registered_model}"
+
+
+class DriftReferenceSource(models.TextChoices):
+    TRAINING = "training", "Training set at promotion"
+    PREDICTIONS = "predictions", "First predictions of the version"
+
+
+class DriftReference(models.Model):
+    """What a version's inputs and outputs looked like at the start: one sketch per feature (collector/sketches.py)."""
+
+    model_version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="drift_reference")
+    source = models.CharField(max_length=20, choices=DriftReferenceSource.choices)
+    sample_size = models.PositiveIntegerField()
+    through_prediction_id = models.BigIntegerField(
+        default=0, help_text="Predictions up to this id are the reference and never count in a current window."
+    )
+    inputs = models.JSONField(default=dict, help_text="Feature name -> sketch.")
+    outputs = models.JSONField(default=dict, help_text='"score" and "prediction" -> sketch.')
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_check = models.ForeignKey("DriftCheck", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    def __str__(self) -> str:
+        return f"drift reference of {self.model_version}"
+
+
+class DriftWindowHour(models.Model):
+    """Counts of one version's predictions of one hour in its reference's bins; windows add these up."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    predictions = models.BigIntegerField(default=0)
+    inputs = models.JSONField(default=dict, help_text="Feature name -> counts per reference bin.")
+    outputs = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model_version", "hour"], name="drift_window_hour_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} at {self.hour:%Y-%m-%d %H:00}"
+
+
+class DriftWatermark(models.Model):
+    """The last prediction counted into the drift windows (one row)."""
+
+    last_prediction_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"drift windows counted through prediction {self.last_prediction_id}"
+
+
+class DriftCheck(models.Model):
+    """One comparison of a version's current window with its reference."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="drift_checks")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    window_predictions = models.BigIntegerField()
+    reference_size = models.PositiveIntegerField()
+    drifted = models.BooleanField(default=False, help_text="Some feature or output crossed a threshold.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["model_version", "created_at"], name="drift_check_version_time")]
+
+    def __str__(self) -> str:
+        return f"drift check of {self.model_version} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class DriftMethod(models.TextChoices):
+    PSI = "psi", "Population stability index"
+    KS = "ks", "Kolmogorov-Smirnov (binned)"
+    CHI2 = "chi2", "Chi-square"
+
+
+class DriftReport(models.Model):
+    """One statistic of one feature (or output) in a drift check."""
+
+    drift_check = models.ForeignKey(DriftCheck, on_delete=models.CASCADE, related_name="reports")
+    feature = models.CharField(max_length=100)
+    is_output = models.BooleanField(default=False, help_text="The model's score or prediction, not an input.")
+    method = models.CharField(max_length=10, choices=DriftMethod.choices)
+    value = models.FloatField(help_text="PSI, KS statistic or chi-square statistic.")
+    p_value = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True, help_text="The policy's threshold on the value.")
+    drifted = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["drift_check", "is_output", "feature", "method"]
+
+    def __str__(self) -> str:
+        return f"{self.feature} {self.method} = {self.value:.3g}"
 
 
 # --- hourly rollups for the dashboard: kept by the same atomic increments as the counters above ---------------

@@ -14,6 +14,9 @@ from collector.models import (
     ApiKey,
     ConfusionCell,
     ConfusionHour,
+    DriftCheck,
+    DriftReference,
+    DriftReport,
     Feedback,
     FeedbackHour,
     FeedbackTally,
@@ -75,6 +78,22 @@ class WindowQuality:
 
 
 @dataclass(frozen=True)
+class ConfidenceQuality:
+    """What the model's confidence promised against what happened (classification with confidences only).
+
+    `estimated_accuracy` is the mean confidence of the predictions still waiting for their outcome: the accuracy
+    they will have if the model is as well calibrated as it was on the predictions whose outcome is known, where
+    `labelled_confidence` (the mean confidence) can be compared with `labelled_accuracy` (the share right).
+    """
+
+    pending: int
+    estimated_accuracy: float | None
+    labelled: int
+    labelled_confidence: float | None
+    labelled_accuracy: float | None
+
+
+@dataclass(frozen=True)
 class VersionQuality:
     model: str
     version: str
@@ -87,6 +106,22 @@ class VersionQuality:
     classification: ClassificationQuality | None
     regression: RegressionQuality | None
     windows: dict[str, WindowQuality]
+    confidence: ConfidenceQuality | None = None
+
+
+def _confidence_quality(tally: VersionTally, task_type: str) -> ConfidenceQuality | None:
+    if task_type == TaskType.REGRESSION or not tally.confident:
+        return None
+    pending = tally.confident - tally.confident_outcomes
+    pending_sum = tally.confidence_sum - tally.confident_outcomes_confidence_sum
+    labelled = tally.confident_outcomes
+    return ConfidenceQuality(
+        pending=pending,
+        estimated_accuracy=pending_sum / pending if pending else None,
+        labelled=labelled,
+        labelled_confidence=tally.confident_outcomes_confidence_sum / labelled if labelled else None,
+        labelled_accuracy=tally.confident_outcomes_correct / labelled if labelled else None,
+    )
 
 
 def _window(task_type: str, outcomes: int, correct: int, abs_error_sum: float) -> WindowQuality:
@@ -144,6 +179,7 @@ def _quality(
         classification=classification,
         regression=regression,
         windows=windows,
+        confidence=_confidence_quality(tally, task_type),
     )
 
 
@@ -375,3 +411,63 @@ def feedback_since_by_model(*, since: datetime) -> dict[int, list[tuple[str, int
     ):
         counts.setdefault(model_id, []).append((kind, rating, total))
     return counts
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    is_output: bool
+    method: str
+    value: float
+    p_value: float | None
+    threshold: float | None
+    drifted: bool
+
+
+def drift_reports(*, drift_check: DriftCheck) -> list[FeatureDrift]:
+    return [
+        FeatureDrift(r.feature, r.is_output, r.method, r.value, r.p_value, r.threshold, r.drifted)
+        for r in drift_check.reports.all()
+    ]
+
+
+def latest_drift_check(*, registered_model: RegisteredModel, version: str | None = None) -> DriftCheck | None:
+    """The newest drift check of the model's `version`, or of whichever of its versions was checked last."""
+    if version is not None:
+        reference = DriftReference.objects.filter(
+            model_version__registered_model=registered_model, model_version__version=version
+        ).first()
+        return reference.last_check if reference is not None else None
+    return DriftCheck.objects.filter(model_version__registered_model=registered_model).order_by("-id").first()
+
+
+def drifted_features(*, registered_model: RegisteredModel, version: str | None = None) -> list[FeatureDrift]:
+    """The inputs and outputs that crossed a threshold in the latest drift check (of `version` when given).
+
+    Empty when nothing drifted or nothing was checked; for the retrain policy and other callers.
+    """
+    check = latest_drift_check(registered_model=registered_model, version=version)
+    if check is None:
+        return []
+    return [report for report in drift_reports(drift_check=check) if report.drifted]
+
+
+def latest_drift_reports() -> list[tuple[str, str, DriftCheck, list[DriftReport]]]:
+    """(model, version, check, reports) of the latest check of every version: what /metrics exports."""
+    references = list(
+        DriftReference.objects.filter(last_check__isnull=False)
+        .select_related("model_version__registered_model", "last_check")
+        .order_by("model_version__registered_model__name", "model_version__created_at", "model_version_id")
+    )
+    reports: dict[int, list[DriftReport]] = {reference.last_check_id: [] for reference in references}
+    for report in DriftReport.objects.filter(drift_check_id__in=list(reports)).order_by("pk"):
+        reports[report.drift_check_id].append(report)
+    return [
+        (
+            reference.model_version.registered_model.name,
+            reference.model_version.version,
+            reference.last_check,
+            reports[reference.last_check_id],
+        )
+        for reference in references
+    ]

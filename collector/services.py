@@ -489,6 +489,7 @@ def _outcome_change(row: Prediction, sign: int) -> OutcomeChange:
         error=row.error,
         recorded_at=row.actual_recorded_at,
         predicted_at=row.created_at,
+        confidence=row.confidence,
     )
 
 

@@ -9,7 +9,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from collector.labels import LabelError, label_for
-from collector.models import Feedback, FeedbackKind, Prediction, RegisteredModel
+from collector.models import DriftCheck, Feedback, FeedbackKind, Prediction, RegisteredModel
 from collector.redaction import bounded
 from collector.services import lock_events
 from feedbackhub.errors import Conflict, FieldProblem, InvalidInput
@@ -32,6 +32,7 @@ from reviews.similarity import similar_feedback
 V = TypeVar("V", KnowledgeEntry, Instruction)
 SUGGEST_KNOWLEDGE = "update knowledge base with corrections"
 SUGGEST_INSTRUCTIONS = "review and update prompt/instructions"
+SUGGEST_DRIFT = "inputs or outputs drifted from the reference: check the data feeding the model, then retrain"
 
 
 def review_policy_for(registered_model: RegisteredModel) -> ReviewPolicy:
@@ -123,6 +124,26 @@ def _open_or_extend(
     task.negative_rate = rate
     task.save(update_fields=["priority", "priority_rank", "suggested_action", "negative_rate", "updated_at"])
     _event(task, "feedback added", detail="; ".join([f"feedback {feedback.pk}", *changes]))
+    return task
+
+
+def review_task_open_for_drift(*, drift_check: DriftCheck) -> ReviewTask | None:
+    """Open a review task for a model version that drifted; None when one is already open for that version."""
+    version = drift_check.model_version
+    drifted = sorted({report.feature for report in drift_check.reports.all() if report.drifted})
+    try:
+        with transaction.atomic():
+            task = ReviewTask.objects.create(
+                registered_model_id=version.registered_model_id,
+                pattern_key=f"drift:{version.version}",
+                priority=Priority.MEDIUM,
+                priority_rank=PRIORITY_RANK[Priority.MEDIUM],
+                suggested_action=SUGGEST_DRIFT,
+            )
+            detail = f"drift check {drift_check.pk} of version {version.version}: {', '.join(drifted)} drifted"
+            _event(task, "opened", detail=detail)
+    except IntegrityError:  # one_active_task_per_pattern: the version's drift task is still open
+        return None
     return task
 
 
