@@ -16,8 +16,8 @@ from django.utils.decorators import method_decorator
 from django.views.generic import TemplateView
 
 from collector import selectors as collector_selectors
-from collector.models import Feedback, RegisteredModel, TaskType
-from collector.selectors import Step, VersionQuality
+from collector.models import DriftCheck, Feedback, ModelVersion, RegisteredModel, TaskType
+from collector.selectors import FeatureDrift, Step, VersionQuality
 from loop import selectors as loop_selectors
 from reviews import selectors as review_selectors
 from reviews.models import ReviewPolicy
@@ -26,6 +26,8 @@ PERIOD_DAYS = (1, 7, 30, 90)
 DEFAULT_PERIOD_DAYS = 7
 HOURLY_UP_TO_DAYS = 7  # longer periods are drawn per day
 HISTORY_ROWS = 20
+DRIFT_BARS = 30
+DRIFTED_COLOUR, STEADY_COLOUR = "#ba2121", "#417690"
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class OverviewView(DashboardPage):
         recent_feedback = collector_selectors.feedback_since_by_model(since=now - timedelta(days=7))
         policies = review_selectors.review_policies(models=models)
         open_tasks = review_selectors.active_task_counts()
+        drift = _latest_drift_by_model({m.name: champions[m.pk].version for m in models if m.pk in champions})
         rows = []
         for model in models:
             champion = champions.get(model.pk)
@@ -99,6 +102,7 @@ class OverviewView(DashboardPage):
                     "predictions_24h": recent_predictions.get(model.pk, 0),
                     "feedback_7d": _feedback_share(policies[model.pk], recent_feedback.get(model.pk, [])),
                     "open_tasks": open_tasks.get(model.pk, 0),
+                    "drift": drift.get(model.name),
                     "last_run": last_runs.get(model.pk),
                 }
             )
@@ -122,11 +126,14 @@ class ModelDashboardView(DashboardPage):
         feedback = collector_selectors.feedback_series(registered_model=model, since=since, step=step)
         policy = review_selectors.review_policies(models=[model])[model.pk]
         runs = loop_selectors.training_history(registered_model=model, limit=HISTORY_ROWS)
+        drift_check = _drift_check_shown(model, champion)
+        drift = _drift_rows(collector_selectors.drift_reports(drift_check=drift_check)) if drift_check else []
         charts = [
             _quality_chart(model, since, step),
             _latency_chart(model, since, step),
             _volume_chart(model, since, step),
             _feedback_chart(feedback, policy),
+            _drift_chart(drift_check, drift),
             _retrain_chart(runs),
         ]
         return {
@@ -142,10 +149,69 @@ class ModelDashboardView(DashboardPage):
             "periods": PERIOD_DAYS,
             "charts": charts,
             "chart_data": {chart["id"]: chart for chart in charts if chart["traces"]},
+            "drift_check": drift_check,
+            "drift": drift,
             "runs": runs,
             "champion_changes": loop_selectors.champion_changes(registered_model=model, limit=HISTORY_ROWS),
             "tasks": review_selectors.active_tasks(registered_model=model, limit=HISTORY_ROWS),
         }
+
+
+# --- drift ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    version: str
+    checked_at: datetime
+    drifted: list[str]
+    features: int
+
+
+def _latest_drift_by_model(champion_of: dict[str, str]) -> dict[str, DriftSummary]:
+    """Per model name, the latest drift check of its champion, else of whichever version was checked last."""
+    shown: dict[str, tuple[bool, int, DriftSummary]] = {}
+    for model_name, version, check, reports in collector_selectors.latest_drift_reports():
+        is_champion = champion_of.get(model_name) == version
+        features = {(report.feature, report.is_output) for report in reports}
+        drifted = sorted({report.feature for report in reports if report.drifted})
+        summary = DriftSummary(version, check.created_at, drifted, len(features))
+        rank = (is_champion, check.pk)
+        if model_name not in shown or rank > shown[model_name][:2]:
+            shown[model_name] = (*rank, summary)
+    return {name: entry[2] for name, entry in shown.items()}
+
+
+def _drift_check_shown(model: RegisteredModel, champion: ModelVersion | None) -> DriftCheck | None:
+    if champion is not None:
+        check = collector_selectors.latest_drift_check(registered_model=model, version=champion.version)
+        if check is not None:
+            return check
+    return collector_selectors.latest_drift_check(registered_model=model)
+
+
+@dataclass
+class DriftRow:
+    """One input or output of a drift check, with every statistic computed for it."""
+
+    feature: str
+    is_output: bool
+    psi: FeatureDrift | None = None
+    ks: FeatureDrift | None = None
+    chi2: FeatureDrift | None = None
+
+    @property
+    def drifted(self) -> bool:
+        return any(report.drifted for report in (self.psi, self.ks, self.chi2) if report)
+
+
+def _drift_rows(reports: list[FeatureDrift]) -> list[DriftRow]:
+    rows: dict[tuple[bool, str], DriftRow] = {}
+    for report in reports:
+        row = rows.setdefault((report.is_output, report.feature), DriftRow(report.feature, report.is_output))
+        setattr(row, report.method, report)
+    # Drifted first, then by PSI: what needs a look comes first.
+    return sorted(rows.values(), key=lambda row: (not row.drifted, -(row.psi.value if row.psi else 0.0)))
 
 
 def _period_days(request: HttpRequest) -> int:
@@ -231,6 +297,24 @@ def _feedback_chart(feedback: list[collector_selectors.FeedbackCount], policy: R
             "tickformat": ".0%",
         },
     )  # fmt: skip
+
+
+def _drift_chart(check: DriftCheck | None, rows: list[DriftRow]) -> dict:
+    with_psi = [row for row in rows if row.psi is not None][:DRIFT_BARS]
+    names = [f"{row.feature} (output)" if row.is_output else row.feature for row in with_psi]
+    traces = [
+        {"type": "bar", "name": "PSI", "x": names, "y": [row.psi.value for row in with_psi],
+         "marker": {"color": [DRIFTED_COLOUR if row.drifted else STEADY_COLOUR for row in with_psi]}},
+        {"type": "scatter", "mode": "lines", "name": "threshold", "x": names,
+         "y": [row.psi.threshold for row in with_psi], "line": {"dash": "dash", "color": DRIFTED_COLOUR}},
+    ]  # fmt: skip
+    title = "Drift: PSI per input and output"
+    if check is not None:
+        window = f"{check.window_predictions} predictions since {check.window_start:%Y-%m-%d %H:%M}"
+        title += f" of {check.model_version.version}, {window}"
+    return _chart("drift", title, "PSI", traces if with_psi else [],
+                  "No drift check yet: it needs a reference and enough predictions in the window.",
+                  xaxis={"type": "category"})  # fmt: skip
 
 
 def _retrain_chart(runs: list) -> dict:

@@ -10,7 +10,7 @@ from tests.loop.dashboard_data import seed_dashboard_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 PASSWORD = "Look-at-the-Charts-5q!"
-CHARTS = ("quality", "latency", "volume", "feedback", "retrains")
+CHARTS = ("quality", "latency", "volume", "feedback", "drift", "retrains")
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
-"""Data a dashboard can show: traffic over three days with latencies, outcomes, feedback, a retrain and a task."""
+"""Data a dashboard can show: traffic over three days with latencies, outcomes and feedback, a retrain, a review
+task, and a drift check in which the first input of the champion's last day has shifted."""
 
 import random
 from datetime import timedelta
 
+from django.db.models import F
 from django.utils import timezone
 
-from collector.models import RegisteredModel
+from collector.drift import drift_check_all, drift_reference_record, drift_windows_update
+from collector.models import Prediction, RegisteredModel
 from loop import services
 from loop.models import LabelledExample, RetrainPolicy, TrainingRun
 from reviews.models import Priority, ReviewTask
@@ -24,6 +27,8 @@ def seed_dashboard_data(api: ApiClient, *, hours: int = 72, per_hour: int = 6) -
     run = services.training_run_execute(run_id=run.pk)
     assert run is not None and run.promoted, run.error if run else "not claimed"
     champion = run.candidate_version.version
+    training_inputs = list(LabelledExample.objects.filter(registered_model=model).values_list("input", flat=True))
+    drift_reference_record(model_version=run.candidate_version, inputs=training_inputs)
 
     now = timezone.now()
     bodies = []
@@ -31,6 +36,8 @@ def seed_dashboard_data(api: ApiClient, *, hours: int = 72, per_hour: int = 6) -
         moment = now - timedelta(hours=hours - hour)
         for n in range(per_hour):
             x, y = rng.random(), rng.random()
+            if hour >= hours - 24:
+                x += 0.6  # the last day's inputs have moved
             predicted = int(x + y > 1)
             version = champion if hour > hours // 2 else "v0"
             bodies.append({
@@ -53,6 +60,10 @@ def seed_dashboard_data(api: ApiClient, *, hours: int = 72, per_hour: int = 6) -
         if item["kind"] != "rating":
             del item["value"]
     assert api.post_json("/api/v1/feedback/", feedback).status_code == 201
+    # Counted as the beat would, once the rows are older than the counting lag.
+    Prediction.objects.filter(registered_model=model).update(received_at=F("created_at"))
+    drift_windows_update()
+    drift_check_all(force=True)
     ReviewTask.objects.create(
         registered_model=model,
         pattern_key="interaction:billing",

@@ -43,7 +43,7 @@ def test_the_pages_ask_for_a_staff_login(anonymous: ApiClient, django_user_model
 
 
 def test_the_overview_lists_every_model_with_its_figures(api: ApiClient, reviewer: ApiClient) -> None:
-    seed_dashboard_data(api, hours=30, per_hour=4)
+    seed_dashboard_data(api, hours=30, per_hour=8)
     RegisteredModel.objects.create(name="quiet", task_type="regression")
 
     response = reviewer.get("/")
@@ -52,11 +52,12 @@ def test_the_overview_lists_every_model_with_its_figures(api: ApiClient, reviewe
     html = response.content.decode()
     assert '<a href="/models/churn/">churn</a>' in html and '<a href="/models/quiet/">quiet</a>' in html
     churn = response.context["rows"][0]
-    assert churn["predictions"] == 30 * 4 and churn["predictions_24h"] in range(4 * 23, 4 * 25)
+    assert churn["predictions"] == 30 * 8 and churn["predictions_24h"] in range(8 * 23, 8 * 25)
     assert churn["champion"].version.startswith("hub-")
     assert churn["open_tasks"] == ReviewTask.objects.filter(status__in=ACTIVE_STATUSES).count() > 1
-    assert churn["feedback_7d"].total == 40 and 0 < churn["feedback_7d"].negative < 40
-    assert "no outcomes yet" in html  # the quiet model
+    assert churn["feedback_7d"].total == 80 and 0 < churn["feedback_7d"].negative < 80
+    assert "no outcomes yet" in html and "not checked yet" in html  # the quiet model
+    assert "x[0]" in churn["drift"].drifted and "x[1]" not in churn["drift"].drifted
 
 
 def test_the_model_page_charts_quality_latency_traffic_feedback_and_retrains(
@@ -68,7 +69,7 @@ def test_the_model_page_charts_quality_latency_traffic_feedback_and_retrains(
 
     assert response.status_code == 200
     charts = chart_data(response.content.decode())
-    assert set(charts) == {"quality", "latency", "volume", "feedback", "retrains"}
+    assert set(charts) == {"quality", "latency", "volume", "feedback", "drift", "retrains"}
     quality_names = {trace["name"] for trace in charts["quality"]["traces"]}
     assert {"v0 accuracy", "v0 f1"} <= quality_names and len(quality_names) == 8  # two versions, four measures
     assert sum(len(trace["x"]) for trace in charts["volume"]["traces"]) == 72
@@ -80,6 +81,10 @@ def test_the_model_page_charts_quality_latency_traffic_feedback_and_retrains(
     assert len(charts["retrains"]["traces"][0]["y"]) == 1
     html = response.content.decode()
     assert "interaction:billing" in html and "promoted" in html
+    drift_bars = dict(zip(charts["drift"]["traces"][0]["x"], charts["drift"]["traces"][0]["y"], strict=True))
+    assert drift_bars["x[0]"] > 0.2 > drift_bars["x[1]"]  # the shifted input, and the one that stayed
+    assert [row.feature for row in response.context["drift"] if row.drifted][0] == "x[0]"
+    assert "Estimated accuracy" in html
 
 
 def test_a_short_period_shows_less_and_an_unknown_period_falls_back(api: ApiClient, reviewer: ApiClient) -> None:
