@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from collector.labels import LabelError, label_for, numeric_value
 from collector.models import IngestSource, ModelVersion, Prediction, RegisteredModel, TaskType
-from collector.selectors import quality_list
+from collector.selectors import drifted_features, quality_list
 from collector.services import Actor, PredictionIn, prediction_record_batch
 from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput
 from loop.artifacts import artifact_load, artifact_save, dataset_hash
@@ -225,9 +225,7 @@ def threshold_adjust_for_quality(*, registered_model: RegisteredModel) -> Thresh
     """Lower the threshold when the champion's last hour is clearly worse than at its promotion (at most hourly)."""
     policy = retrain_policy_for(registered_model)
     run = champion_training_run(registered_model)
-    if not policy.adaptive_threshold or run is None or run.candidate_score is None:
-        return None
-    if policy.threshold_changes.filter(created_at__gt=timezone.now() - timedelta(hours=1)).exists():
+    if not policy.adaptive_threshold or run is None or run.candidate_score is None or _changed_lately(policy):
         return None
     qualities = quality_list(registered_model=registered_model, version=run.candidate_version.version)
     window = qualities[0].windows.get("last_1h") if qualities else None
@@ -245,6 +243,25 @@ def threshold_adjust_for_quality(*, registered_model: RegisteredModel) -> Thresh
         return None
     reason = f"live {run.metric} over the last hour is {live:.3f}, against {measured:.3f} at promotion: retrain sooner"
     return _change_threshold(policy, factor=0.5, reason=reason)
+
+
+def threshold_adjust_for_drift(*, registered_model: RegisteredModel) -> ThresholdChange | None:
+    """Lower the threshold when the latest drift check of the champion (or, without one, of the version checked
+    last) found drifted inputs or outputs: the model should see the new data sooner (at most hourly)."""
+    policy = retrain_policy_for(registered_model)
+    if not policy.adaptive_threshold or _changed_lately(policy):
+        return None
+    champion = current_champion(registered_model)
+    drifted = drifted_features(registered_model=registered_model, version=champion.version if champion else None)
+    if not drifted:
+        return None
+    names = sorted({report.feature for report in drifted})
+    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return _change_threshold(policy, factor=0.5, reason=f"drift in {listed}: retrain sooner")
+
+
+def _changed_lately(policy: RetrainPolicy) -> bool:
+    return policy.threshold_changes.filter(created_at__gt=timezone.now() - timedelta(hours=1)).exists()
 
 
 def training_runs_fail_stale() -> int:
@@ -272,6 +289,7 @@ def retrain_due_models() -> list[TrainingRun]:
     for model in RegisteredModel.objects.exclude(task_type=TaskType.GENERATIVE).order_by("pk"):
         try:
             threshold_adjust_for_quality(registered_model=model)
+            threshold_adjust_for_drift(registered_model=model)
             run = retrain_if_due(registered_model=model)
         except Exception:  # one model's trouble must not stop the others' retraining
             logger.exception("Retrain check of model %s failed", model.name)

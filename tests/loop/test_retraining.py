@@ -432,6 +432,43 @@ def test_the_threshold_drops_when_the_champions_live_accuracy_drops(api: ApiClie
     assert services.threshold_adjust_for_quality(registered_model=seed_model) is None  # at most hourly
 
 
+def record_drift_check(version, drifted: dict[str, bool]) -> None:
+    from django.utils import timezone
+
+    from collector.models import DriftCheck, DriftReference, DriftReport
+
+    now = timezone.now()
+    check = DriftCheck.objects.create(
+        model_version=version, window_start=now, window_end=now, window_predictions=500, reference_size=100,
+        drifted=any(drifted.values()),
+    )  # fmt: skip
+    DriftReport.objects.bulk_create(
+        DriftReport(drift_check=check, feature=feature, method="psi", value=0.8 if moved else 0.01, threshold=0.2,
+                    drifted=moved)
+        for feature, moved in drifted.items()
+    )  # fmt: skip
+    DriftReference.objects.update_or_create(
+        model_version=version, defaults={"source": "training", "sample_size": 100, "last_check": check}
+    )
+
+
+def test_the_threshold_drops_when_the_champion_drifts(seed_model) -> None:
+    store_examples(seed_model, separable(60))
+    champion = train_now(seed_model).candidate_version
+    policy = seed_model.retrain_policy
+    policy.min_new_examples = 400
+    policy.save()
+    record_drift_check(champion, {"x[0]": False, "x[1]": False})
+    assert services.threshold_adjust_for_drift(registered_model=seed_model) is None
+
+    record_drift_check(champion, {"x[0]": True, "x[1]": False})
+    change = services.threshold_adjust_for_drift(registered_model=seed_model)
+
+    assert change is not None and (change.old_threshold, change.new_threshold) == (400, 200)
+    assert change.reason == "drift in x[0]: retrain sooner"
+    assert services.threshold_adjust_for_drift(registered_model=seed_model) is None  # at most hourly
+
+
 def test_input_the_champion_cannot_use_is_a_400(api: ApiClient, seed_model) -> None:
     store_examples(seed_model, separable(40))
     train_now(seed_model)
