@@ -1,5 +1,6 @@
 """Reads: what the API and the admin list and look up."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -17,6 +18,7 @@ from collector.models import (
     DriftCheck,
     DriftReference,
     DriftReport,
+    DriftWindowHour,
     Feedback,
     FeedbackHour,
     FeedbackTally,
@@ -39,6 +41,7 @@ from collector.quality import (
     regression_quality,
 )
 from collector.services import Actor
+from collector.sketches import Binner, input_features, merged
 
 
 def actor_for_api_key(api_key: ApiKey) -> Actor:
@@ -470,4 +473,59 @@ def latest_drift_reports() -> list[tuple[str, str, DriftCheck, list[DriftReport]
             reports[reference.last_check_id],
         )
         for reference in references
+    ]
+
+
+def input_drift_scores(*, predictions: Sequence[tuple[int, int]]) -> dict[int, float]:
+    """For (prediction id, version id) pairs: how far each input lies in the part of the data that drifted, in [0, 1].
+
+    For every input feature that drifted in its version's latest check, the bin its value falls in is
+    over-represented in the check's window by a lift of 1 - (reference share / window share) (0 where the bin is no
+    more common than in the reference, near 1 where it was rare before); a prediction scores its largest lift.
+    Predictions of versions whose latest check found no drifted input are left out (score 0)."""
+    lifts = _drift_lifts({version_id for _, version_id in predictions})
+    wanted = [prediction_id for prediction_id, version_id in predictions if version_id in lifts]
+    if not wanted:
+        return {}
+    inputs = dict(Prediction.objects.filter(pk__in=wanted).values_list("pk", "input"))
+    scores = {}
+    for prediction_id, version_id in predictions:
+        if prediction_id not in inputs or version_id not in lifts:
+            continue
+        binner, lift = lifts[version_id]
+        features = input_features(inputs[prediction_id])
+        bins = ((name, binner.bin(name, value)) for name, value in features.items() if name in lift)
+        scores[prediction_id] = max((lift[name][index] for name, index in bins if index is not None), default=0.0)
+    return scores
+
+
+def _drift_lifts(version_ids: set[int]) -> dict[int, tuple[Binner, dict[str, list[float]]]]:
+    """Per version with drifted inputs in its latest check: a binner of those inputs and each bin's lift."""
+    lifts = {}
+    references = DriftReference.objects.filter(model_version_id__in=version_ids, last_check__drifted=True)
+    for reference in references.select_related("last_check"):
+        check = reference.last_check
+        drifted = set(check.reports.filter(drifted=True, is_output=False).values_list("feature", flat=True))
+        specs = {name: reference.inputs[name] for name in drifted if name in reference.inputs}
+        if not specs:
+            continue
+        window: dict[str, list[int]] = {}
+        for counts in DriftWindowHour.objects.filter(
+            model_version_id=reference.model_version_id, hour__range=(check.window_start, check.window_end)
+        ).values_list("inputs", flat=True):
+            merged(window, {name: counts[name] for name in specs if name in counts})
+        lifts[reference.model_version_id] = (
+            Binner(specs),
+            {name: _lift(spec["counts"], window.get(name)) for name, spec in specs.items()},
+        )
+    return lifts
+
+
+def _lift(reference: Sequence[int], current: Sequence[int] | None) -> list[float]:
+    if not current or not sum(current) or not sum(reference):
+        return [0.0] * len(reference)
+    reference_total, current_total = sum(reference), sum(current)
+    return [
+        max(0.0, 1 - (then / reference_total) / (now / current_total)) if now else 0.0
+        for then, now in zip(reference, current, strict=False)
     ]

@@ -14,7 +14,10 @@ Each of a model's most recent unlabelled predictions (no outcome and no reviewer
 - disagreement: what people said about the prediction. 1 for a thumbs down, a correction or a rating of 1-2;
   0.5 for a rating of 3, or a comment without any thumbs up or rating of 4-5; 0 otherwise. The strongest
   signal wins.
-- drift: how unusual the input is, from the `drift_scores` given (clipped to [0, 1]); 0 when not given.
+- drift: how far the input lies in the part of the data that drifted (`collector.selectors.input_drift_scores`):
+  for each input feature that drifted in the version's latest drift check, the lift of the bin the value falls
+  in, 1 - (reference share / current share), so values from a region that has grown since the reference score
+  near 1; the largest over the drifted features. 0 while the version's latest check found no drifted input.
 
 The queue is highest score first, newest (highest id) first among equal scores. Only the `candidates` most
 recent unlabelled predictions are scored, so the cost stays the same however large the table grows.
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.models import Feedback, FeedbackKind, ModelVersion, Prediction, RegisteredModel, TaskType
+from collector.selectors import input_drift_scores
 
 UNCERTAINTY_WEIGHT = 0.5
 DISAGREEMENT_WEIGHT = 0.4
@@ -65,13 +69,15 @@ def label_queue(
         return []
     rows = _recent_unlabelled(registered_model=registered_model, candidates=candidates)
     feedback = _feedback_by_prediction(prediction_ids=[row["id"] for row in rows])
+    if drift_scores is None:
+        drift_scores = input_drift_scores(predictions=[(row["id"], row["model_version_id"]) for row in rows])
     binary = registered_model.task_type == TaskType.BINARY
     items = (
         _queue_item(
             row=row,
             feedback=feedback.get(row["id"], []),
             binary=binary,
-            drift=_clip((drift_scores or {}).get(row["id"], 0.0)),
+            drift=_clip(drift_scores.get(row["id"], 0.0)),
         )
         for row in rows
     )
@@ -89,7 +95,7 @@ def _recent_unlabelled(*, registered_model: RegisteredModel, candidates: int) ->
         Prediction.objects.filter(model_version_id__in=version_ids, actual__isnull=True, training_label__isnull=True)
         .order_by("-id")
         # Only the probabilities key: `attributes` is free-form and may be large.
-        .values("id", "confidence", "attributes__probabilities")[:candidates]
+        .values("id", "model_version_id", "confidence", "attributes__probabilities")[:candidates]
     )
 
 

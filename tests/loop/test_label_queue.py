@@ -270,10 +270,41 @@ def test_the_queue_costs_a_fixed_number_of_queries(
         if number % 7 == 0:
             give_feedback(prediction, "comment")
 
-    with django_assert_max_num_queries(3):  # versions, candidates, feedback
+    with django_assert_max_num_queries(4):  # versions, candidates, feedback, drifted references
         queue = label_queue(registered_model=churn, limit=200)
 
     assert len(queue) == 200
+
+
+def test_inputs_from_the_region_that_drifted_come_first(churn: RegisteredModel) -> None:
+    from django.db.models import F
+
+    from collector.drift import drift_check_all, drift_reference_record, drift_windows_update
+
+    version = ModelVersion.objects.create(registered_model=churn, version="v1")
+    drift_reference_record(model_version=version, inputs=[{"tenure": n % 100, "plan": "basic"} for n in range(500)])
+    now = timezone.now()
+    rows = [
+        Prediction(
+            registered_model=churn, model_version=version, event_id=f"d{n}", created_at=now - timedelta(minutes=n + 1),
+            input={"tenure": 250 + n % 50 if n % 2 else n % 100, "plan": "basic"}, prediction=1, predicted_label="1",
+            confidence=0.9, attributes={}, payload_sha256="x",
+        )
+        for n in range(400)
+    ]  # fmt: skip
+    Prediction.objects.bulk_create(rows)
+    Prediction.objects.filter(registered_model=churn).update(received_at=F("created_at"))  # past the counting lag
+    drift_windows_update()
+    assert drift_check_all(force=True)[0].drifted
+
+    queue = label_queue(registered_model=churn, limit=400)
+
+    tenure = {row.pk: row.input["tenure"] for row in rows}
+    drift = {item.prediction_id: item.drift for item in queue}
+    # The shifted values fall past the reference's top decile, a bin that grew from 10% to 55%: lift 1 - 0.1/0.55.
+    assert all(drift[pk] == pytest.approx(1 - 0.1 / 0.55, abs=0.02) for pk in tenure if tenure[pk] >= 90)
+    assert all(drift[pk] == 0.0 for pk in tenure if tenure[pk] < 90)  # bins that shrank
+    assert all(tenure[item.prediction_id] >= 90 for item in queue[:200])  # same uncertainty: drift decides
 
 
 def test_every_version_of_the_model_is_queued(churn: RegisteredModel, make_prediction: MakePrediction) -> None:
