@@ -3,7 +3,8 @@
 from dataclasses import asdict
 from typing import Any
 
-from collector.selectors import VersionQuality
+from collector.models import DriftCheck
+from collector.selectors import VersionQuality, drift_reports
 
 
 def counts_data(quality: VersionQuality) -> dict[str, int] | None:
@@ -28,7 +29,21 @@ def metrics_data(quality: VersionQuality) -> dict[str, float | None] | None:
     return figures
 
 
-def version_quality_data(quality: VersionQuality) -> dict[str, Any]:
+def drift_data(check: DriftCheck | None) -> dict[str, Any] | None:
+    if check is None:
+        return None
+    return {
+        "checked_at": check.created_at,
+        "window_start": check.window_start,
+        "window_end": check.window_end,
+        "window_predictions": check.window_predictions,
+        "reference_size": check.reference_size,
+        "drifted": check.drifted,
+        "reports": [asdict(report) for report in drift_reports(drift_check=check)],
+    }
+
+
+def version_quality_data(quality: VersionQuality, drift_check: DriftCheck | None = None) -> dict[str, Any]:
     classification = quality.classification
     return {
         "version": quality.version,
@@ -43,4 +58,6 @@ def version_quality_data(quality: VersionQuality) -> dict[str, Any]:
         "metrics": metrics_data(quality),
         "per_class": {label: asdict(s) for label, s in classification.per_class.items()} if classification else {},
         "windows": {name: asdict(window) for name, window in quality.windows.items()},
+        "confidence": asdict(quality.confidence) if quality.confidence else None,
+        "drift": drift_data(drift_check),
     }

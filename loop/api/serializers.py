@@ -240,6 +240,34 @@ class WindowSerializer(serializers.Serializer):
     mae = serializers.FloatField(allow_null=True)
 
 
+class ConfidenceQualitySerializer(serializers.Serializer):
+    pending = serializers.IntegerField(help_text="Predictions with a confidence, awaiting their outcome.")
+    estimated_accuracy = serializers.FloatField(allow_null=True, help_text="Their mean confidence.")
+    labelled = serializers.IntegerField(help_text="Predictions with a confidence and an outcome.")
+    labelled_confidence = serializers.FloatField(allow_null=True)
+    labelled_accuracy = serializers.FloatField(allow_null=True)
+
+
+class DriftReportSerializer(serializers.Serializer):
+    feature = serializers.CharField()
+    is_output = serializers.BooleanField()
+    method = serializers.ChoiceField(choices=["psi", "ks", "chi2"])
+    value = serializers.FloatField()
+    p_value = serializers.FloatField(allow_null=True)
+    threshold = serializers.FloatField(allow_null=True)
+    drifted = serializers.BooleanField()
+
+
+class DriftCheckSerializer(serializers.Serializer):
+    checked_at = serializers.DateTimeField()
+    window_start = serializers.DateTimeField()
+    window_end = serializers.DateTimeField()
+    window_predictions = serializers.IntegerField()
+    reference_size = serializers.IntegerField()
+    drifted = serializers.BooleanField()
+    reports = DriftReportSerializer(many=True)
+
+
 class VersionQualitySerializer(serializers.Serializer):
     version = serializers.CharField()
     predictions = serializers.IntegerField()
@@ -250,6 +278,8 @@ class VersionQualitySerializer(serializers.Serializer):
     metrics = QualityFiguresSerializer(allow_null=True, help_text="Null until the first outcome.")
     per_class = serializers.DictField(child=ClassScoresSerializer(), help_text="Multiclass models only.")
     windows = serializers.DictField(child=WindowSerializer())
+    confidence = ConfidenceQualitySerializer(allow_null=True, help_text="Classification with confidences only.")
+    drift = DriftCheckSerializer(allow_null=True, help_text="The version's latest drift check.")
 
 
 class ModelQualitySerializer(serializers.Serializer):

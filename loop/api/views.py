@@ -324,7 +324,9 @@ class ModelMetricsView(APIView):
         summary="Quality of a model, per version",
         description=(
             "Counts, accuracy/precision/recall/F1 (or MAE/RMSE), per-class scores and rolling windows "
-            "(the last FEEDBACKHUB_WINDOW_OUTCOMES outcomes and the last hour), from counters kept at write time."
+            "(the last FEEDBACKHUB_WINDOW_OUTCOMES outcomes and the last hour), from counters kept at write time; "
+            "the estimated accuracy of predictions awaiting their outcome (mean confidence) beside the confidence and "
+            "accuracy of those with one; the version's latest drift check."
         ),
         parameters=[OpenApiParameter("version", str, description="Only this version.")],
         responses={200: api.ModelQualitySerializer, 404: OpenApiResponse(description="No such model or version.")},
@@ -339,7 +341,12 @@ class ModelMetricsView(APIView):
         body = {
             "model": model.name,
             "task_type": model.task_type,
-            "versions": [version_quality_data(quality) for quality in qualities],
+            "versions": [
+                version_quality_data(
+                    quality, selectors.latest_drift_check(registered_model=model, version=quality.version)
+                )
+                for quality in qualities
+            ],
         }
         return Response(body)
 
