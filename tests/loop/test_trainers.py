@@ -272,14 +272,34 @@ def test_artifact_names_cannot_leave_the_directory(tmp_path: Path, name: str) ->
         artifact_save(trainer=fitted_numeric_trainer(), directory=tmp_path, name=name)
 
 
-def test_dataset_hash_is_canonical_and_sensitive() -> None:
-    rows = [(1, {"a": 1, "b": "x"}, 1), (2, [0.5, 2], "0")]
-    reordered_keys = [(1, {"b": "x", "a": 1}, 1), (2, [0.5, 2], "0")]
+def json_rows_hash(ids: list[int], inputs: list[Any], targets: list[str]) -> str:
+    return dataset_hash(ids=np.array(ids), inputs=inputs, targets=np.array(targets, dtype=object))
 
-    assert dataset_hash(rows) == dataset_hash(iter(reordered_keys))
-    assert dataset_hash(rows) != dataset_hash([(1, {"a": 1, "b": "x"}, 0), (2, [0.5, 2], "0")])
-    assert dataset_hash(rows) != dataset_hash(rows[::-1])
-    assert len(dataset_hash([])) == 64
+
+def test_dataset_hash_of_json_inputs_is_canonical_and_sensitive() -> None:
+    ids, inputs, targets = [1, -2], [{"a": 1, "b": "x"}, {"c": [0.5, 2]}], ["1", "0"]
+
+    digest = json_rows_hash(ids, inputs, targets)
+
+    assert digest == json_rows_hash(ids, [{"b": "x", "a": 1}, {"c": [0.5, 2]}], targets)
+    assert digest != json_rows_hash(ids, inputs, ["0", "0"])
+    assert digest != json_rows_hash([1, 2], inputs, targets)
+    assert digest != json_rows_hash(ids[::-1], inputs[::-1], targets[::-1])
+    assert len(json_rows_hash([], [], [])) == 64
+
+
+def test_dataset_hash_of_a_number_matrix_is_sensitive_to_every_value() -> None:
+    ids, matrix, targets = np.array([3, -1, 7]), np.arange(6, dtype=np.float64).reshape(3, 2), np.array([0.5, 1, 2])
+    digest = dataset_hash(ids=ids, inputs=matrix, targets=targets)
+    changed_input = matrix.copy()
+    changed_input[2, 1] = np.nextafter(5.0, 6.0)
+
+    assert digest == dataset_hash(ids=ids.copy(), inputs=matrix[:, :].copy(), targets=targets.copy())
+    assert digest != dataset_hash(ids=ids, inputs=changed_input, targets=targets)
+    assert digest != dataset_hash(ids=ids, inputs=matrix.reshape(2, 3), targets=targets)
+    assert digest != dataset_hash(ids=np.array([3, 1, 7]), inputs=matrix, targets=targets)
+    assert digest != dataset_hash(ids=ids, inputs=matrix, targets=np.array([0.5, 1, 2.5]))
+    assert digest != dataset_hash(ids=ids, inputs=matrix.tolist(), targets=targets)
 
 
 # --- specs and inputs that are refused --------------------------------------------------------------------------
