@@ -4,19 +4,21 @@ Inputs that are lists of numbers (the common case) go straight into one prealloc
 a million rows holds that matrix and little else; objects, text and single numbers stay JSON values in a list.
 """
 
+import gc
 import heapq
 import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain, islice
+from itertools import chain, islice, repeat
 from typing import Any
 
 import numpy as np
 import orjson
 from django.db import connection
-from django.db.models import Q, QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models import Q, QuerySet, TextField, Value
+from django.db.models.functions import Cast, Coalesce, NullIf
 
 from collector.labels import LabelError, label_for, numeric_value
 from collector.models import Prediction, RegisteredModel, TaskType
@@ -67,9 +69,23 @@ def dataset_read(*, registered_model: RegisteredModel) -> Dataset:
     """Every labelled row whose target fits the task and whose input has the most common shape; the rest skipped."""
     capacity = labelled_predictions(registered_model).count() + labelled_examples(registered_model).count()
     rows = _RowCollector(task_type=registered_model.task_type, capacity=capacity)
-    for chunk in _labelled_chunks(registered_model):
-        rows.add(chunk)
+    with _cyclic_gc_paused():
+        for chunk in _labelled_chunks(registered_model):
+            rows.add(chunk)
     return rows.dataset()
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    # Each decoded chunk allocates thousands of lists, and so sets off collection passes that walk every object
+    # alive: that took longer than reading and decoding together. The rows make no cycles; refcounting frees them.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def input_shape(value: Any) -> Shape:
@@ -91,57 +107,73 @@ def input_shape(value: Any) -> Shape:
 
 # --- reading ----------------------------------------------------------------------------------------------------
 
-# (time, source rank, row id, input as JSON text, target as JSON text); examples rank before predictions at equal times.
-Row = tuple[Any, int, int, str, str | None]
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Rows in columns: times (to merge the two sources), row ids, inputs and targets as JSON text."""
+
+    times: Sequence[str]
+    ids: Sequence[int]
+    inputs: Sequence[str]
+    targets: Sequence[str | None]
 
 
-def _labelled_chunks(registered_model: RegisteredModel) -> Iterator[list[Row]]:
+def _labelled_chunks(registered_model: RegisteredModel) -> Iterator[_Chunk]:
     predictions = _prediction_chunks(registered_model)
     examples = _example_chunks(registered_model)
     first_prediction, first_example = next(predictions, None), next(examples, None)
     if first_example is None or first_prediction is None:  # one source: nothing to merge
-        yield from chain([first_prediction or first_example or []], predictions, examples)
+        yield from chain(
+            [first_prediction or first_example] if first_prediction or first_example else [], predictions, examples
+        )
         return
+    # Rank 0 before 1: at equal times labelled examples come before predictions.
     merged = heapq.merge(
-        chain.from_iterable(chain([first_prediction], predictions)),
-        chain.from_iterable(chain([first_example], examples)),
-        key=lambda row: (row[0], row[1]),
+        _rows(chain([first_example], examples), rank=0),
+        _rows(chain([first_prediction], predictions), rank=1),
+        key=lambda row: row[:2],
     )
-    while chunk := list(islice(merged, CHUNK)):
-        yield chunk
+    while rows := list(islice(merged, CHUNK)):
+        times, _, ids, inputs, targets = zip(*rows, strict=True)
+        yield _Chunk(times=times, ids=ids, inputs=inputs, targets=targets)
 
 
-def _prediction_chunks(registered_model: RegisteredModel) -> Iterator[list[Row]]:
+def _rows(chunks: Iterator[_Chunk], *, rank: int) -> Iterator[tuple]:
+    for chunk in chunks:
+        yield from zip(chunk.times, repeat(rank), chunk.ids, chunk.inputs, chunk.targets, strict=True)
+
+
+def _prediction_chunks(registered_model: RegisteredModel) -> Iterator[_Chunk]:
+    label = NullIf(_json_text("training_label"), Value("null", output_field=TextField()))
     rows = labelled_predictions(registered_model).order_by("created_at", "pk")
-    fields = ("created_at", "pk", "input", "actual", "training_label")
-    for chunk in _text_chunks(rows, fields):
-        # An approved training label wins over the recorded outcome.
-        yield [
-            (created, 1, pk, given, label if label is not None and label != "null" else actual)
-            for created, pk, given, actual, label in chunk
-        ]
+    # An approved training label wins over the recorded outcome.
+    for times, ids, inputs, targets in _column_chunks(rows, "pk", Coalesce(label, _json_text("actual"))):
+        yield _Chunk(times=times, ids=ids, inputs=inputs, targets=targets)
 
 
-def _example_chunks(registered_model: RegisteredModel) -> Iterator[list[Row]]:
+def _example_chunks(registered_model: RegisteredModel) -> Iterator[_Chunk]:
     rows = labelled_examples(registered_model).order_by("created_at", "pk")
-    for chunk in _text_chunks(rows, ("created_at", "pk", "input", "target")):
-        yield [(created, 0, -pk, given, target) for created, pk, given, target in chunk]
+    for times, pks, inputs, targets in _column_chunks(rows, "pk", _json_text("target")):
+        yield _Chunk(times=times, ids=[-pk for pk in pks], inputs=inputs, targets=targets)
 
 
-def _text_chunks(rows: QuerySet, fields: tuple[str, ...]) -> Iterator[list[tuple]]:
-    """The fields in chunks, JSON columns as JSON text, times as the driver gives them.
+def _json_text(name: str) -> Cast:
+    return Cast(name, TextField())
 
+
+def _column_chunks(rows: QuerySet, id_field: str, target: Any) -> Iterator[tuple[Sequence, ...]]:
+    """(times, ids, inputs, targets) columns of `rows`, a chunk at a time; times and JSON as text.
+
+    Times as text because they are only compared, and text in the database's UTC format sorts as the times do.
     A raw cursor, because the ORM's per-value conversions (JSON decoding, SQLite's time parsing) cost more than
     everything else in reading a million rows; chunked_cursor is the server-side cursor `.iterator()` uses on
-    PostgreSQL, so the result is not held in memory whole."""
-    json_fields = {field.name for field in rows.model._meta.fields if field.get_internal_type() == "JSONField"}
-    texts = {f"{name}_text": Cast(name, TextField()) for name in fields if name in json_fields}
-    selected = rows.annotate(**texts).values_list(*(f"{name}_text" if name in json_fields else name for name in fields))
-    sql, params = selected.query.sql_with_params()
+    PostgreSQL, so the result is never held in memory whole."""
+    columns = rows.values_list(Cast("created_at", TextField()), id_field, _json_text("input"), target)
+    sql, params = columns.query.sql_with_params()
     with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(CHUNK):
-            yield chunk
+            yield tuple(zip(*chunk, strict=True))
 
 
 # --- collecting -------------------------------------------------------------------------------------------------
@@ -161,19 +193,14 @@ class _RowCollector:
         self.matrix_ids = np.empty(0, dtype=np.int64)
         self.matrix_targets: list[Any] = []
         self.others: list[tuple[int, Any, Any, Shape]] = []
-        self._memo: dict[str, Any] = {}
+        self._memo: dict[str | None, Any] = {}
 
-    def add(self, chunk: list[Row]) -> None:
-        self.read += len(chunk)
-        fitting = list(self._with_targets(chunk))
-        block = _number_rows([given for _, given, _ in fitting])
-        if block is not None and self.width in (None, block.shape[1]):
-            self._append_block(np.fromiter((row_id for row_id, _, _ in fitting), np.int64, len(fitting)), block)
-            self.matrix_targets.extend(target for _, _, target in fitting)
-            self.shapes[("numbers", block.shape[1])] += len(block)
-            return
-        for row_id, given, target in fitting:
-            self._add_one(row_id, json.loads(given), target)
+    def add(self, chunk: _Chunk) -> None:
+        self.read += len(chunk.ids)
+        ids, inputs, targets = self._fitting(chunk)
+        if ids and not self._add_number_rows(ids, inputs, targets):
+            for row_id, given, target in zip(ids, inputs, targets, strict=True):
+                self._add_one(row_id, json.loads(given), target)
 
     def dataset(self) -> Dataset:
         usable = Counter({shape: count for shape, count in self.shapes.items() if shape != UNUSABLE})
@@ -191,11 +218,17 @@ class _RowCollector:
             targets = [target for _, _, target in rows]
         return Dataset(ids=ids, inputs=inputs, targets=self._targets(targets), skipped=self.read - len(ids))
 
-    def _with_targets(self, chunk: list[Row]) -> Iterator[tuple[int, str, Any]]:
-        for _, _, row_id, given, target_text in chunk:
-            target = self._target(target_text)
-            if target is not _UNFIT:
-                yield row_id, given, target
+    def _fitting(self, chunk: _Chunk) -> tuple[Sequence[int], Sequence[str], list[Any]]:
+        """The rows whose target fits the task type, with their canonical targets."""
+        if self.task_type == TaskType.REGRESSION:
+            targets = [self._target(text) for text in chunk.targets]
+        else:  # few distinct labels: canonical once each, then looked up
+            canonical = {text: self._target(text) for text in set(chunk.targets)}
+            targets = list(map(canonical.__getitem__, chunk.targets))
+        if not any(target is _UNFIT for target in targets):
+            return chunk.ids, chunk.inputs, targets
+        kept = [index for index, target in enumerate(targets) if target is not _UNFIT]
+        return [chunk.ids[i] for i in kept], [chunk.inputs[i] for i in kept], [targets[i] for i in kept]
 
     def _target(self, text: str | None) -> Any:
         """The canonical target of JSON text, or _UNFIT when it does not fit the task type (the row is skipped)."""
@@ -206,29 +239,49 @@ class _RowCollector:
         except LabelError:
             target = _UNFIT
         if self.task_type != TaskType.REGRESSION and len(self._memo) < _TARGET_MEMO_LIMIT:
-            self._memo[text] = target  # class labels repeat: decode each distinct one once
+            self._memo[text] = target
         return target
+
+    def _add_number_rows(self, ids: Sequence[int], inputs: Sequence[str], targets: list[Any]) -> bool:
+        """Decode the rows straight into the matrix when every input is a list of `width` usable numbers."""
+        values = _number_lists(inputs)
+        if values is None or not isinstance(values[0], list) or self.width not in (None, len(values[0])):
+            return False
+        start = self._reserve(len(values), width=len(values[0]))
+        block = self.matrix[start : start + len(values)]
+        try:
+            block[...] = values  # refused when ragged, nested or too large for a float
+        except (ValueError, TypeError, OverflowError):
+            return False
+        if not (np.abs(block) < MAX_INPUT_NUMBER).all():
+            return False
+        self.matrix_ids[start : start + len(values)] = ids
+        self.matrix_targets.extend(targets)
+        self.shapes[("numbers", block.shape[1])] += len(values)
+        return True
 
     def _add_one(self, row_id: int, given: Any, target: Any) -> None:
         shape = input_shape(given)
         self.shapes[shape] += 1
         if shape[0] == "numbers" and self.width in (None, shape[1]):
-            self._append_block(np.array([row_id], np.int64), np.array([given], np.float64))
+            start = self._reserve(1, width=shape[1])
+            self.matrix[start] = given
+            self.matrix_ids[start] = row_id
             self.matrix_targets.append(target)
         elif shape != UNUSABLE:
             self.others.append((row_id, given, target, shape))
 
-    def _append_block(self, ids: np.ndarray, block: np.ndarray) -> None:
-        start, count = len(self.matrix_targets), len(block)
+    def _reserve(self, count: int, *, width: int) -> int:
+        """Where the next `count` matrix rows go; the matrix is made, with room for every row, on first use."""
+        start = len(self.matrix_targets)
         if self.width is None:
-            self.width = block.shape[1]
-            self.matrix = np.empty((max(self.capacity, count), self.width))
+            self.width = width
+            self.matrix = np.empty((max(self.capacity, count), width))
             self.matrix_ids = np.empty(len(self.matrix), np.int64)
         if start + count > len(self.matrix):  # rows labelled after the count: rare, so a copy is fine
             self.matrix = _grown(self.matrix, start + count)
             self.matrix_ids = _grown(self.matrix_ids, start + count)
-        self.matrix[start : start + count] = block
-        self.matrix_ids[start : start + count] = ids
+        return start
 
     def _targets(self, targets: Sequence[Any]) -> np.ndarray:
         return np.array(targets, dtype=np.float64 if self.task_type == TaskType.REGRESSION else object)
@@ -245,19 +298,16 @@ def _canonical_target(task_type: str, value: Any) -> Any:
     return numeric_value(value) if task_type == TaskType.REGRESSION else label_for(task_type, value)
 
 
-def _number_rows(texts: list[str]) -> np.ndarray | None:
-    """The JSON texts as rows of a float64 matrix when every one is a non-empty list of the same count of usable
-    numbers; None otherwise (those rows are then looked at one by one)."""
+def _number_lists(texts: Sequence[str]) -> list[Any] | None:
+    """The decoded JSON texts when they can hold nothing but numbers in arrays; None otherwise (then the rows are
+    looked at one by one)."""
     joined = ",".join(texts)
-    if not texts or any(character in joined for character in _NOT_IN_NUMBER_LISTS):
+    if any(character in joined for character in _NOT_IN_NUMBER_LISTS):
         return None
     try:
-        block = np.array(orjson.loads(f"[{joined}]"), dtype=np.float64)
-    except (orjson.JSONDecodeError, ValueError, TypeError, OverflowError):  # ragged, nested, a huge integer
+        return orjson.loads(f"[{joined}]")
+    except orjson.JSONDecodeError:  # not JSON orjson reads (a huge integer): the slow path decides
         return None
-    if block.ndim != 2 or block.shape[1] == 0 or not (np.abs(block) < MAX_INPUT_NUMBER).all():
-        return None
-    return block
 
 
 def _grown(array: np.ndarray, rows: int) -> np.ndarray:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sklearn import metrics
 
-from loop.trainers import CLASSIFICATION_TASKS, canonical_targets, check_trainable_task
+from loop.trainers import CLASSIFICATION_TASKS, canonical_targets, check_trainable_task, sortable_labels
 
 CLASSIFICATION_METRICS = frozenset({"accuracy", "f1", "precision", "recall"})
 REGRESSION_METRICS = frozenset({"mae", "rmse"})
@@ -43,8 +43,8 @@ def score(*, task_type: str, metric: str, targets: Sequence[Any], predictions: S
         raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions.")
     if not len(targets):
         raise ValueError("Nothing to score: no targets.")
-    y_true = canonical_targets(task_type=task_type, targets=targets)
-    y_pred = canonical_targets(task_type=task_type, targets=predictions)
+    y_true = sortable_labels(canonical_targets(task_type=task_type, targets=targets))
+    y_pred = sortable_labels(canonical_targets(task_type=task_type, targets=predictions))
     return float(_metric_function(task_type=task_type, metric=metric)(y_true, y_pred))
 
 

@@ -29,6 +29,7 @@ CLASSIFICATION_TASKS = frozenset({"binary", "multiclass"})
 TRAINABLE_TASKS = CLASSIFICATION_TASKS | {"regression"}
 DEFAULT_TRAINER = "sklearn"
 DEFAULT_TRAINERS = {"sklearn": "loop.trainers.SklearnTrainer"}
+SORTABLE_LABEL_LENGTH = 32  # longer labels stay Python strings: fixed width would cost 4 bytes a character a row
 
 
 class TrainerSpecError(ValueError):
@@ -147,6 +148,15 @@ def canonical_targets(*, task_type: str, targets: Sequence[Any]) -> np.ndarray:
                 f"Target #{index} ({target!r}) does not fit a {task_type} model: {error}."
             ) from error
     return np.array(canonical, dtype=object if task_type in CLASSIFICATION_TASKS else np.float64)
+
+
+def sortable_labels(labels: np.ndarray) -> np.ndarray:
+    """Canonical labels as fixed-width strings when they are short: scikit-learn sorts labels (np.unique) when it
+    fits or scores, and sorting Python str objects took longer than fitting a linear model on a million rows."""
+    if labels.dtype != object or not len(labels):
+        return labels
+    longest = max(map(len, set(labels.tolist())))
+    return labels.astype(f"<U{longest}") if longest <= SORTABLE_LABEL_LENGTH else labels
 
 
 def _finite_floats(targets: Sequence[Any]) -> bool:
@@ -285,7 +295,7 @@ class SklearnTrainer:
         pipeline = Pipeline(
             [("features", _featurizer(mode=mode, estimator_path=self.estimator_path)), ("model", self._estimator())]
         )
-        pipeline.fit(features, labels)
+        pipeline.fit(features, sortable_labels(labels))
         self._pipeline, self._feature_mode, self._feature_count = pipeline, mode, feature_count
 
     def predict(self, inputs: np.ndarray | Sequence[Any]) -> list[Any]:
