@@ -140,7 +140,7 @@ def _labelled_chunks(registered_model: RegisteredModel) -> Iterator[_Chunk]:
 
 def _rows(chunks: Iterator[_Chunk], *, rank: int) -> Iterator[tuple]:
     for chunk in chunks:
-        yield from zip(chunk.times, repeat(rank), chunk.ids, chunk.inputs, chunk.targets, strict=True)
+        yield from zip(chunk.times, repeat(rank, len(chunk.ids)), chunk.ids, chunk.inputs, chunk.targets, strict=True)
 
 
 def _prediction_chunks(registered_model: RegisteredModel) -> Iterator[_Chunk]:

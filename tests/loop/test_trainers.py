@@ -19,9 +19,12 @@ from loop.artifacts import ArtifactIntegrityError, artifact_load, artifact_save,
 from loop.evaluation import MetricError, baseline_predictions, higher_is_better, improvement, score
 from loop.trainers import (
     ArtifactRefusedError,
+    FeatureMode,
     SklearnTrainer,
     TrainerSpecError,
     TrainingDataError,
+    _feature_matrix,
+    canonical_targets,
     trainer_class,
     trainer_from_spec,
 )
@@ -155,6 +158,56 @@ def test_describe_reports_what_was_trained() -> None:
     assert description["params"] == {"C": 0.5, "random_state": 0}
     assert description["feature_mode"] == "numeric"
     assert description["feature_count"] == 2
+
+
+def test_a_matrix_of_numbers_trains_like_the_same_lists_without_a_copy() -> None:
+    inputs, targets = numeric_binary(200, seed=12)
+    matrix = np.array(inputs)
+    from_lists, from_matrix = SklearnTrainer({}, "binary"), SklearnTrainer({}, "binary")
+
+    from_lists.fit(inputs, targets)
+    from_matrix.fit(matrix, np.array([str(target) for target in targets], dtype=object))
+
+    assert from_matrix.predict(matrix) == from_lists.predict(inputs) == from_matrix.predict(inputs)
+    assert from_matrix.describe() == from_lists.describe()
+    assert _feature_matrix(matrix, mode=FeatureMode.NUMERIC, feature_count=2) is matrix
+
+
+@pytest.mark.parametrize(
+    ("matrix", "message"),
+    [
+        (np.array([[1.0, 2.0], [np.inf, 0.0], [np.nan, 1.0]]), "Input #1 holds a number that is not finite"),
+        (np.ones((3, 3)), "have 3 numbers but this model takes 2"),
+        (np.ones(3), "2-D array"),
+    ],
+)
+def test_a_matrix_the_model_cannot_use_is_refused(matrix: np.ndarray, message: str) -> None:
+    trainer = fitted_numeric_trainer()
+
+    with pytest.raises(TrainingDataError, match=message):
+        trainer.predict(matrix)
+
+
+def test_a_matrix_is_refused_by_a_model_trained_on_objects() -> None:
+    trainer = trainer_from_spec(spec={}, task_type="multiclass")
+    trainer.fit(*dict_multiclass(30, seed=13))
+
+    with pytest.raises(TrainingDataError, match="rows of numbers but this model takes an object"):
+        trainer.predict(np.ones((2, 2)))
+
+
+def test_canonical_targets_are_checked_by_their_distinct_values() -> None:
+    labels = np.array(["1", "0", "1"], dtype=object)
+
+    assert canonical_targets(task_type="binary", targets=labels) is labels
+    assert canonical_targets(task_type="binary", targets=[1, True, "no"]).tolist() == ["1", "1", "0"]
+    assert canonical_targets(task_type="multiclass", targets=[1, 1.0, "1"]).tolist() == ["1", "1", "1"]
+    with pytest.raises(TrainingDataError, match=r"Target #1 \(True\)"):
+        canonical_targets(task_type="multiclass", targets=[1, True])
+    floats = np.array([1.5, -2.0])
+    assert canonical_targets(task_type="regression", targets=floats) is floats
+    with pytest.raises(TrainingDataError, match="Target #0"):
+        canonical_targets(task_type="regression", targets=np.array([np.nan]))
 
 
 # --- artifacts --------------------------------------------------------------------------------------------------
