@@ -25,6 +25,7 @@ from collector.models import Prediction, RegisteredModel, TaskType
 from loop.models import LabelledExample
 
 CHUNK = 5000
+INITIAL_ROWS = 65_536
 MAX_INPUT_NUMBER = 1e300
 Shape = tuple[str, ...] | tuple[str, int]
 UNUSABLE: Shape = ("unusable",)
@@ -67,8 +68,7 @@ def labelled_examples(registered_model: RegisteredModel) -> QuerySet:
 
 def dataset_read(*, registered_model: RegisteredModel) -> Dataset:
     """Every labelled row whose target fits the task and whose input has the most common shape; the rest skipped."""
-    capacity = labelled_predictions(registered_model).count() + labelled_examples(registered_model).count()
-    rows = _RowCollector(task_type=registered_model.task_type, capacity=capacity)
+    rows = _RowCollector(task_type=registered_model.task_type)
     with _cyclic_gc_paused():
         for chunk in _labelled_chunks(registered_model):
             rows.add(chunk)
@@ -183,9 +183,8 @@ class _RowCollector:
     """Sorts rows by input shape while they stream by; list-of-number rows of the first length seen go straight
     into a float64 matrix with room for every row, other shapes into a list (they are rarely the most common)."""
 
-    def __init__(self, *, task_type: str, capacity: int) -> None:
+    def __init__(self, *, task_type: str) -> None:
         self.task_type = task_type
-        self.capacity = capacity
         self.read = 0
         self.shapes: Counter[Shape] = Counter()
         self.width: int | None = None
@@ -253,7 +252,7 @@ class _RowCollector:
             block[...] = values  # refused when ragged, nested or too large for a float
         except (ValueError, TypeError, OverflowError):
             return False
-        if not (np.abs(block) < MAX_INPUT_NUMBER).all():
+        if not (block.min() > -MAX_INPUT_NUMBER and block.max() < MAX_INPUT_NUMBER):  # false for NaN too
             return False
         self.matrix_ids[start : start + len(values)] = ids
         self.matrix_targets.extend(targets)
@@ -272,15 +271,18 @@ class _RowCollector:
             self.others.append((row_id, given, target, shape))
 
     def _reserve(self, count: int, *, width: int) -> int:
-        """Where the next `count` matrix rows go; the matrix is made, with room for every row, on first use."""
+        """Where the next `count` matrix rows go; the matrix is made on first use and doubles when full."""
         start = len(self.matrix_targets)
         if self.width is None:
             self.width = width
-            self.matrix = np.empty((max(self.capacity, count), width))
+            self.matrix = np.empty((max(INITIAL_ROWS, count), width))
             self.matrix_ids = np.empty(len(self.matrix), np.int64)
-        if start + count > len(self.matrix):  # rows labelled after the count: rare, so a copy is fine
-            self.matrix = _grown(self.matrix, start + count)
-            self.matrix_ids = _grown(self.matrix_ids, start + count)
+        if start + count > len(self.matrix):
+            rows = max(2 * len(self.matrix), start + count)
+            # In place: a large block is grown by remapping its pages, so the rows are never held twice, and
+            # the untouched end costs address space only. No view of the arrays exists while rows are read.
+            self.matrix.resize((rows, width), refcheck=False)
+            self.matrix_ids.resize(rows, refcheck=False)
         return start
 
     def _targets(self, targets: Sequence[Any]) -> np.ndarray:
@@ -308,9 +310,3 @@ def _number_lists(texts: Sequence[str]) -> list[Any] | None:
         return orjson.loads(f"[{joined}]")
     except orjson.JSONDecodeError:  # not JSON orjson reads (a huge integer): the slow path decides
         return None
-
-
-def _grown(array: np.ndarray, rows: int) -> np.ndarray:
-    grown = np.empty((max(rows, len(array) * 5 // 4), *array.shape[1:]), dtype=array.dtype)
-    grown[: len(array)] = array
-    return grown

@@ -185,15 +185,14 @@ def test_objects_and_text_keep_working_as_json_values(inputs: list, expected_typ
     assert dataset.targets.dtype == np.float64 and dataset.skipped == 4
 
 
-def test_rows_labelled_after_the_count_still_arrive(mixed, monkeypatch) -> None:
-    class Undercounting(datasets._RowCollector):
-        def __init__(self, *, task_type: str, capacity: int) -> None:
-            super().__init__(task_type=task_type, capacity=2)  # as if most rows were labelled after the count
-
-    monkeypatch.setattr(datasets, "_RowCollector", Undercounting)
+def test_the_matrix_grows_in_place_when_rows_keep_coming(mixed, monkeypatch) -> None:
+    monkeypatch.setattr(datasets, "INITIAL_ROWS", 2)
     monkeypatch.setattr(datasets, "CHUNK", 5)
 
-    assert as_rows(dataset_read(registered_model=mixed)) == reference_rows(mixed)[0]
+    dataset = dataset_read(registered_model=mixed)
+
+    assert as_rows(dataset) == reference_rows(mixed)[0]
+    assert dataset.inputs.flags.c_contiguous
 
 
 def test_a_trainer_from_another_framework_gets_the_matrix_in_a_run(mixed, settings) -> None:
