@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain, islice, repeat
+from itertools import islice, repeat
 from typing import Any
 
 import numpy as np
@@ -110,7 +110,7 @@ def input_shape(value: Any) -> Shape:
 
 @dataclass(frozen=True)
 class _Chunk:
-    """Rows in columns: times (to merge the two sources), row ids, inputs and targets as JSON text."""
+    """Rows in columns: times (only to merge the two sources), row ids, inputs and targets as JSON text."""
 
     times: Sequence[str]
     ids: Sequence[int]
@@ -119,18 +119,16 @@ class _Chunk:
 
 
 def _labelled_chunks(registered_model: RegisteredModel) -> Iterator[_Chunk]:
-    predictions = _prediction_chunks(registered_model)
-    examples = _example_chunks(registered_model)
-    first_prediction, first_example = next(predictions, None), next(examples, None)
-    if first_example is None or first_prediction is None:  # one source: nothing to merge
-        yield from chain(
-            [first_prediction or first_example] if first_prediction or first_example else [], predictions, examples
-        )
+    if not labelled_examples(registered_model).exists():  # one source: nothing to merge, no times needed
+        yield from _prediction_chunks(registered_model, with_times=False)
+        return
+    if not labelled_predictions(registered_model).exists():
+        yield from _example_chunks(registered_model, with_times=False)
         return
     # Rank 0 before 1: at equal times labelled examples come before predictions.
     merged = heapq.merge(
-        _rows(chain([first_example], examples), rank=0),
-        _rows(chain([first_prediction], predictions), rank=1),
+        _rows(_example_chunks(registered_model, with_times=True), rank=0),
+        _rows(_prediction_chunks(registered_model, with_times=True), rank=1),
         key=lambda row: row[:2],
     )
     while rows := list(islice(merged, CHUNK)):
@@ -140,40 +138,45 @@ def _labelled_chunks(registered_model: RegisteredModel) -> Iterator[_Chunk]:
 
 def _rows(chunks: Iterator[_Chunk], *, rank: int) -> Iterator[tuple]:
     for chunk in chunks:
-        yield from zip(chunk.times, repeat(rank, len(chunk.ids)), chunk.ids, chunk.inputs, chunk.targets, strict=True)
+        ranks = repeat(rank, len(chunk.ids))
+        yield from zip(chunk.times, ranks, chunk.ids, chunk.inputs, chunk.targets, strict=True)
 
 
-def _prediction_chunks(registered_model: RegisteredModel) -> Iterator[_Chunk]:
+def _prediction_chunks(registered_model: RegisteredModel, *, with_times: bool) -> Iterator[_Chunk]:
+    # An approved training label wins over the recorded outcome.
     label = NullIf(_json_text("training_label"), Value("null", output_field=TextField()))
     rows = labelled_predictions(registered_model).order_by("created_at", "pk")
-    # An approved training label wins over the recorded outcome.
-    for times, ids, inputs, targets in _column_chunks(rows, "pk", Coalesce(label, _json_text("actual"))):
-        yield _Chunk(times=times, ids=ids, inputs=inputs, targets=targets)
+    return _column_chunks(rows, target=Coalesce(label, _json_text("actual")), with_times=with_times)
 
 
-def _example_chunks(registered_model: RegisteredModel) -> Iterator[_Chunk]:
+def _example_chunks(registered_model: RegisteredModel, *, with_times: bool) -> Iterator[_Chunk]:
     rows = labelled_examples(registered_model).order_by("created_at", "pk")
-    for times, pks, inputs, targets in _column_chunks(rows, "pk", _json_text("target")):
-        yield _Chunk(times=times, ids=[-pk for pk in pks], inputs=inputs, targets=targets)
+    return _column_chunks(rows, target=_json_text("target"), with_times=with_times, negative_ids=True)
 
 
 def _json_text(name: str) -> Cast:
     return Cast(name, TextField())
 
 
-def _column_chunks(rows: QuerySet, id_field: str, target: Any) -> Iterator[tuple[Sequence, ...]]:
-    """(times, ids, inputs, targets) columns of `rows`, a chunk at a time; times and JSON as text.
+def _column_chunks(rows: QuerySet, *, target: Any, with_times: bool, negative_ids: bool = False) -> Iterator[_Chunk]:
+    """The rows a chunk at a time, in columns; JSON as text, and times as text, which in the database's UTC
+    format sorts as the times do.
 
-    Times as text because they are only compared, and text in the database's UTC format sorts as the times do.
     A raw cursor, because the ORM's per-value conversions (JSON decoding, SQLite's time parsing) cost more than
     everything else in reading a million rows; chunked_cursor is the server-side cursor `.iterator()` uses on
     PostgreSQL, so the result is never held in memory whole."""
-    columns = rows.values_list(Cast("created_at", TextField()), id_field, _json_text("input"), target)
-    sql, params = columns.query.sql_with_params()
+    times = [Cast("created_at", TextField())] if with_times else []
+    sql, params = rows.values_list(*times, "pk", _json_text("input"), target).query.sql_with_params()
     with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(CHUNK):
-            yield tuple(zip(*chunk, strict=True))
+            *time_column, ids, inputs, targets = zip(*chunk, strict=True)
+            yield _Chunk(
+                times=time_column[0] if with_times else (),
+                ids=[-pk for pk in ids] if negative_ids else ids,
+                inputs=inputs,
+                targets=targets,
+            )
 
 
 # --- collecting -------------------------------------------------------------------------------------------------
