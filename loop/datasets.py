@@ -210,8 +210,8 @@ class _RowCollector:
             return Dataset(ids=np.empty(0, np.int64), inputs=[], targets=self._targets([]), skipped=self.read)
         common = usable.most_common(1)[0][0]
         if common == ("numbers", self.width):
-            kept = len(self.matrix_targets)
-            ids, inputs, targets = self.matrix_ids[:kept], self.matrix[:kept], self.matrix_targets
+            self._resize(len(self.matrix_targets))
+            ids, inputs, targets = self.matrix_ids, self.matrix, self.matrix_targets
         else:
             rows = [(row_id, given, target) for row_id, given, target, shape in self.others if shape == common]
             ids = np.fromiter((row_id for row_id, _, _ in rows), np.int64, len(rows))
@@ -227,7 +227,7 @@ class _RowCollector:
         else:  # few distinct labels: canonical once each, then looked up
             canonical = {text: self._target(text) for text in set(chunk.targets)}
             targets = list(map(canonical.__getitem__, chunk.targets))
-        if not any(target is _UNFIT for target in targets):
+        if _UNFIT not in targets:  # a C-level scan; nothing defines == with _UNFIT, so this is by identity
             return chunk.ids, chunk.inputs, targets
         kept = [index for index, target in enumerate(targets) if target is not _UNFIT]
         return [chunk.ids[i] for i in kept], [chunk.inputs[i] for i in kept], [targets[i] for i in kept]
@@ -274,19 +274,22 @@ class _RowCollector:
             self.others.append((row_id, given, target, shape))
 
     def _reserve(self, count: int, *, width: int) -> int:
-        """Where the next `count` matrix rows go; the matrix is made on first use and doubles when full."""
+        """Where the next `count` matrix rows go; the matrix is made on first use and grows by a quarter when full."""
         start = len(self.matrix_targets)
         if self.width is None:
             self.width = width
             self.matrix = np.empty((max(INITIAL_ROWS, count), width))
             self.matrix_ids = np.empty(len(self.matrix), np.int64)
         if start + count > len(self.matrix):
-            rows = max(2 * len(self.matrix), start + count)
-            # In place: a large block is grown by remapping its pages, so the rows are never held twice, and
-            # the untouched end costs address space only. No view of the arrays exists while rows are read.
-            self.matrix.resize((rows, width), refcheck=False)
-            self.matrix_ids.resize(rows, refcheck=False)
+            self._resize(max(len(self.matrix) * 5 // 4, start + count))
         return start
+
+    def _resize(self, rows: int) -> None:
+        # In place: realloc remaps a large block's pages, so its rows are never held twice (a new array and a copy
+        # would double the peak). NumPy zero-fills what it adds, hence small steps and a trim at the end. No view
+        # of these arrays exists while rows are read.
+        self.matrix.resize((rows, self.matrix.shape[1]), refcheck=False)
+        self.matrix_ids.resize(rows, refcheck=False)
 
     def _targets(self, targets: Sequence[Any]) -> np.ndarray:
         return np.array(targets, dtype=np.float64 if self.task_type == TaskType.REGRESSION else object)

@@ -16,6 +16,7 @@ moment. Not tracemalloc: it misses SQLite's and BLAS's allocations and slows Pyt
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+OWN_VAR_DIR = "FEEDBACKHUB_VAR_DIR" not in os.environ  # then removed at the end: the database is about 800 MB
 os.environ.setdefault("FEEDBACKHUB_VAR_DIR", tempfile.mkdtemp(prefix="feedbackhub-bench-"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedbackhub.settings")
 
@@ -215,4 +217,8 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["--plain-fit"]:
         print(json.dumps(plain_fit_step(Path(sys.argv[2]))))
     else:
-        main()
+        try:
+            main()
+        finally:
+            if OWN_VAR_DIR:
+                shutil.rmtree(os.environ["FEEDBACKHUB_VAR_DIR"], ignore_errors=True)
