@@ -1,7 +1,8 @@
 """The labelled examples a training run learns from, read from the database in chunks, oldest first.
 
-Inputs that are lists of numbers (the common case) go straight into one preallocated float64 matrix, so a run on
-a million rows holds that matrix and little else; objects, text and single numbers stay JSON values in a list.
+Inputs that are lists of numbers (the common case) are decoded a chunk at a time straight into one float64 matrix,
+so a run on a million rows holds that matrix and little else; objects, text and single numbers stay JSON values in
+a list.
 """
 
 import gc
@@ -184,7 +185,7 @@ def _column_chunks(rows: QuerySet, *, target: Any, with_times: bool, negative_id
 
 class _RowCollector:
     """Sorts rows by input shape while they stream by; list-of-number rows of the first length seen go straight
-    into a float64 matrix with room for every row, other shapes into a list (they are rarely the most common)."""
+    into a float64 matrix grown in place, other shapes into a list (they are rarely the most common)."""
 
     def __init__(self, *, task_type: str) -> None:
         self.task_type = task_type
@@ -247,7 +248,7 @@ class _RowCollector:
     def _add_number_rows(self, ids: Sequence[int], inputs: Sequence[str], targets: list[Any]) -> bool:
         """Decode the rows straight into the matrix when every input is a list of `width` usable numbers."""
         values = _number_lists(inputs)
-        if values is None or not isinstance(values[0], list) or self.width not in (None, len(values[0])):
+        if not (values and isinstance(values[0], list) and values[0] and self.width in (None, len(values[0]))):
             return False
         start = self._reserve(len(values), width=len(values[0]))
         block = self.matrix[start : start + len(values)]

@@ -167,6 +167,23 @@ def test_the_most_common_shape_wins_even_when_another_came_first(monkeypatch) ->
     assert dataset.inputs.shape == (6, 3) and dataset.skipped == 3
 
 
+def test_empty_lists_and_numbers_too_large_are_skipped(monkeypatch) -> None:
+    monkeypatch.setattr(datasets, "CHUNK", 3)
+    model = RegisteredModel.objects.create(name="edges", task_type="binary")
+    store = Store(model)
+    for n in range(3):
+        store.prediction(n, [], actual=1)
+    for n in range(3, 6):
+        store.prediction(n, [1e301, 1], actual=1)
+    for n in range(6, 12):
+        store.prediction(n, [n, 10**20], actual=n % 2)
+
+    dataset = dataset_read(registered_model=model)
+
+    assert as_rows(dataset) == reference_rows(model)[0]
+    assert dataset.inputs.shape == (6, 2) and dataset.skipped == 6
+
+
 @pytest.mark.parametrize(
     ("inputs", "expected_type"),
     [([{"plan": "basic", "n": 1}, {"plan": "pro"}, [1.0]], dict), (["great", "awful", 3], str)],
