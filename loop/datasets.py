@@ -275,14 +275,14 @@ class _RowCollector:
             self.others.append((row_id, given, target, shape))
 
     def _reserve(self, count: int, *, width: int) -> int:
-        """Where the next `count` matrix rows go; the matrix is made on first use and grows by a quarter when full."""
+        """Where the next `count` matrix rows go; the matrix is made on first use and grows by an eighth when full."""
         start = len(self.matrix_targets)
         if self.width is None:
             self.width = width
             self.matrix = np.empty((max(INITIAL_ROWS, count), width))
             self.matrix_ids = np.empty(len(self.matrix), np.int64)
         if start + count > len(self.matrix):
-            self._resize(max(len(self.matrix) * 5 // 4, start + count))
+            self._resize(max(len(self.matrix) * 9 // 8, start + count))
         return start
 
     def _resize(self, rows: int) -> None:
