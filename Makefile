@@ -46,6 +46,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) tests/benchmarks/bench_scrape.py
 	$(PY) tests/benchmarks/bench_triggers.py
 	$(PY) tests/benchmarks/bench_dashboard.py
+	$(PY) tests/benchmarks/bench_retrain.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

@@ -5,16 +5,18 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from loop.trainers import DEFAULT_TRAINER, Trainer, TrainerSpecError, check_trainable_task, trainer_class
 
 ARTIFACT_SUFFIX = ".skops"
 _ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_DATASET_HASH_HEADER = b"feedbackhub-dataset-v1\n"
+_DATASET_HASH_HEADER = b"feedbackhub-dataset-v2\n"
 
 
 class ArtifactIntegrityError(ValueError):
@@ -69,19 +71,46 @@ def artifact_load(*, path: Path, sha256: str, spec: dict[str, Any], task_type: s
     return trainer
 
 
-def dataset_hash(rows: Iterable[tuple[int, Any, Any]]) -> str:
-    """SHA-256 over (example id, input, target) rows, in the order given, as canonical JSON lines.
+def dataset_hash(*, ids: np.ndarray, inputs: np.ndarray | Sequence[Any], targets: np.ndarray) -> str:
+    """SHA-256 over training rows in the order given: their ids, inputs and canonical targets.
 
-    Equal for the same rows in the same order whatever the dict key order; the caller iterates in a stable
-    order (e.g. by example id). Inputs and targets must be JSON values.
+    Arrays are hashed as bytes, so a million numeric rows need no per-row Python objects. After the header:
+    - "rows <n>", then the ids as little-endian int64 (a prediction's pk, or minus a labelled example's pk);
+    - "numbers <k>", then the input matrix as little-endian float64 row by row; or "json", then one canonical JSON
+      line per input (equal whatever the dict key order);
+    - "labels <sorted JSON list of the distinct labels>", then each target's index in it as little-endian int64;
+      or "floats", then the targets as little-endian float64.
     """
     digest = hashlib.sha256(_DATASET_HASH_HEADER)
-    for example_id, input_value, target in rows:
-        # JSON escapes newlines inside strings, so one row per line cannot be confused with two rows.
-        line = json.dumps([example_id, input_value, target], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-        digest.update(line.encode("ascii"))
-        digest.update(b"\n")
+    digest.update(f"rows {len(ids)}\n".encode())
+    digest.update(np.ascontiguousarray(ids, dtype="<i8"))
+    _hash_inputs(digest, inputs)
+    _hash_targets(digest, targets)
     return digest.hexdigest()
+
+
+def _hash_inputs(digest: "hashlib._Hash", inputs: np.ndarray | Sequence[Any]) -> None:
+    if isinstance(inputs, np.ndarray):
+        digest.update(f"numbers {inputs.shape[1] if inputs.ndim == 2 else 1}\n".encode())
+        digest.update(np.ascontiguousarray(inputs, dtype="<f8"))
+        return
+    digest.update(b"json\n")
+    for value in inputs:
+        # JSON escapes newlines inside strings, so one input per line cannot be confused with two.
+        digest.update(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
+        digest.update(b"\n")
+
+
+def _hash_targets(digest: "hashlib._Hash", targets: np.ndarray) -> None:
+    if targets.dtype == np.float64:
+        digest.update(b"floats\n")
+        digest.update(np.ascontiguousarray(targets, dtype="<f8"))
+        return
+    values = targets.tolist()
+    labels = sorted(set(values))
+    position = {label: index for index, label in enumerate(labels)}
+    digest.update(f"labels {json.dumps(labels, ensure_ascii=True)}\n".encode("ascii"))
+    digest.update(np.fromiter(map(position.__getitem__, values), dtype="<i8", count=len(values)))
 
 
 def _digest(path: Path) -> tuple[str, int]:

@@ -2,12 +2,11 @@
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from statistics import fmean
 from typing import Any
 
 from sklearn import metrics
 
-from loop.trainers import CLASSIFICATION_TASKS, canonical_targets, check_trainable_task
+from loop.trainers import CLASSIFICATION_TASKS, canonical_targets, check_trainable_task, sortable_labels
 
 CLASSIFICATION_METRICS = frozenset({"accuracy", "f1", "precision", "recall"})
 REGRESSION_METRICS = frozenset({"mae", "rmse"})
@@ -21,16 +20,16 @@ class MetricError(ValueError):
 def baseline_predictions(*, task_type: str, train_targets: Sequence[Any], count: int) -> list[Any]:
     """`count` copies of the most common training label (ties: the smallest label) or of the mean target."""
     check_trainable_task(task_type=task_type)
-    if not train_targets:
+    if not len(train_targets):
         raise ValueError("A baseline needs at least one training target.")
     targets = canonical_targets(task_type=task_type, targets=train_targets)
     if task_type in CLASSIFICATION_TASKS:
-        counts = Counter(targets)
+        counts = Counter(targets.tolist())
         top = max(counts.values())
         # Ties broken by label, not by order of arrival, so the baseline does not depend on row order.
         guess: Any = min(label for label, seen in counts.items() if seen == top)
     else:
-        guess = fmean(targets)
+        guess = float(targets.mean())
     return [guess] * count
 
 
@@ -42,10 +41,10 @@ def score(*, task_type: str, metric: str, targets: Sequence[Any], predictions: S
         raise MetricError(f"Metric '{metric}' does not fit a {task_type} model; use one of {sorted(expected)}.")
     if len(targets) != len(predictions):
         raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions.")
-    if not targets:
+    if not len(targets):
         raise ValueError("Nothing to score: no targets.")
-    y_true = canonical_targets(task_type=task_type, targets=targets)
-    y_pred = canonical_targets(task_type=task_type, targets=predictions)
+    y_true = sortable_labels(canonical_targets(task_type=task_type, targets=targets))
+    y_pred = sortable_labels(canonical_targets(task_type=task_type, targets=predictions))
     return float(_metric_function(task_type=task_type, metric=metric)(y_true, y_pred))
 
 

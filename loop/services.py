@@ -1,29 +1,30 @@
 """Writes of the improvement loop: labelled examples, training runs, promotion, rollback, champion predictions."""
 
-import heapq
 import logging
 import secrets
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from collector.drift import drift_reference_record
 from collector.labels import LabelError, label_for, numeric_value
 from collector.models import IngestSource, ModelVersion, Prediction, RegisteredModel, TaskType
 from collector.selectors import drifted_features, quality_list
 from collector.services import Actor, PredictionIn, prediction_record_batch
 from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput
 from loop.artifacts import artifact_load, artifact_save, dataset_hash
+from loop.datasets import Dataset, dataset_read
 from loop.evaluation import baseline_predictions, improvement, score
 from loop.models import (
     ACTIVE_RUN_STATUSES,
@@ -41,7 +42,7 @@ from loop.trainers import Trainer, trainer_from_spec
 logger = logging.getLogger(__name__)
 # Small, so seed 001's five examples retrain; the holdout comparison still decides whether a tiny model is promoted.
 MIN_TRAIN_EXAMPLES = 2
-CHUNK = 2000
+DRIFT_REFERENCE_SAMPLES = 5000
 
 
 def retrain_policy_for(registered_model: RegisteredModel) -> RetrainPolicy:
@@ -342,29 +343,6 @@ def _heartbeat(run: TrainingRun) -> Iterator[None]:
         thread.join()
 
 
-def _dataset(registered_model: RegisteredModel) -> Iterator[tuple[datetime, str, Any, Any]]:
-    """(time, id, input, target) of every labelled example, oldest first, read in chunks."""
-    predictions = (
-        Prediction.objects.filter(registered_model=registered_model)
-        .filter(Q(actual__isnull=False) | Q(training_label__isnull=False))
-        .order_by("created_at", "pk")
-        .values_list("created_at", "pk", "input", "actual", "training_label")
-        .iterator(chunk_size=CHUNK)
-    )
-    examples = (
-        LabelledExample.objects.filter(registered_model=registered_model)
-        .order_by("created_at", "pk")
-        .values_list("created_at", "pk", "input", "target")
-        .iterator(chunk_size=CHUNK)
-    )
-    from_predictions = (
-        (created, f"p{pk}", given, label if label is not None else actual)
-        for created, pk, given, actual, label in predictions
-    )
-    from_examples = ((created, f"e{pk}", given, target) for created, pk, given, target in examples)
-    return heapq.merge(from_predictions, from_examples, key=lambda row: (row[0], row[1]))
-
-
 def current_champion(registered_model: RegisteredModel) -> ModelVersion | None:
     latest = Promotion.objects.filter(registered_model=registered_model).select_related("model_version").first()
     return latest.model_version if latest else None
@@ -396,41 +374,6 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     return run
 
 
-def _input_shape(value: Any) -> tuple:
-    """What kind of features an input makes; training uses the inputs of the most common shape."""
-    if (
-        isinstance(value, list)
-        and value
-        and all(isinstance(x, int | float) and not isinstance(x, bool) and abs(x) < 1e300 for x in value)
-    ):
-        return ("numbers", len(value))
-    if isinstance(value, dict):
-        return ("object",)
-    if isinstance(value, str):
-        return ("text",)
-    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e300:
-        return ("number",)
-    return ("unusable",)
-
-
-def _usable_rows(task_type: str) -> Callable[[Iterator[tuple]], tuple[list[tuple], int]]:
-    def keep(dataset: Iterator[tuple]) -> tuple[list[tuple], int]:
-        rows, skipped = [], 0
-        for _, row_id, given, target in dataset:
-            try:
-                rows.append((row_id, given, _canonical_target(task_type, target), _input_shape(given)))
-            except LabelError:
-                skipped += 1  # a target that no longer fits the task type
-        shapes = Counter(shape for *_, shape in rows if shape != ("unusable",))
-        if not shapes:
-            return [], skipped + len(rows)
-        common = shapes.most_common(1)[0][0]
-        kept = [(row_id, given, target) for row_id, given, target, shape in rows if shape == common]
-        return kept, skipped + len(rows) - len(kept)
-
-    return keep
-
-
 class _RunLost(Exception):
     """The run was failed by the stale-run check while this process still worked on it."""
 
@@ -439,25 +382,25 @@ def _train_evaluate_promote(run: TrainingRun) -> None:
     model = run.registered_model
     policy = retrain_policy_for(model)
     task_type = model.task_type
-    rows, skipped = _usable_rows(task_type)(_dataset(model))
-    holdout_count = max(1, int(len(rows) * policy.holdout_share))
-    train, holdout = rows[:-holdout_count], rows[-holdout_count:]
+    trainer = trainer_from_spec(spec=policy.trainer_spec, task_type=task_type)  # a bad spec fails before reading
+    dataset = dataset_read(registered_model=model)
+    train, holdout = dataset.split(holdout_count=max(1, int(len(dataset) * policy.holdout_share)))
     if len(train) < MIN_TRAIN_EXAMPLES:
-        raise ValueError(f"only {len(rows)} usable labelled examples; at least {MIN_TRAIN_EXAMPLES + 1} are needed")
-    trainer = trainer_from_spec(spec=policy.trainer_spec, task_type=task_type)
-    trainer.fit([given for _, given, _ in train], [target for _, _, target in train])
+        raise ValueError(f"only {len(dataset)} usable labelled examples; at least {MIN_TRAIN_EXAMPLES + 1} are needed")
+    trainer.fit(train.inputs, train.targets)
     metric = _metric(policy)
-    targets = [target for _, _, target in holdout]
-    inputs = [given for _, given, _ in holdout]
-    candidate_score = score(task_type=task_type, metric=metric, targets=targets, predictions=trainer.predict(inputs))
+    candidate_predictions = trainer.predict(holdout.inputs)
+    candidate_score = score(
+        task_type=task_type, metric=metric, targets=holdout.targets, predictions=candidate_predictions
+    )
     champion = current_champion(model)
-    rival_name, rival, needed = _rival(champion, task_type, inputs, [target for _, _, target in train], policy)
-    rival_score = score(task_type=task_type, metric=metric, targets=targets, predictions=rival)
+    rival_name, rival, needed = _rival(champion, task_type, holdout.inputs, train.targets, policy)
+    rival_score = score(task_type=task_type, metric=metric, targets=holdout.targets, predictions=rival)
     promote = improvement(metric=metric, candidate=candidate_score, champion=rival_score) > needed
     decision = (
         f"{metric} {candidate_score:.4f} against {rival_name}'s {rival_score:.4f} on {len(holdout)} held-out examples: "
         + ("promoted" if promote else f"kept the champion (needs an improvement above {needed})")
-        + (f"; {skipped} labelled examples skipped (input or target does not fit)" if skipped else "")
+        + (f"; {dataset.skipped} labelled examples skipped (input or target does not fit)" if dataset.skipped else "")
     )
     # A client cannot guess this name, so it cannot take it first with a prediction of its own.
     version_name = f"hub-{run.pk}-{secrets.token_hex(3)}"
@@ -491,7 +434,7 @@ def _train_evaluate_promote(run: TrainingRun) -> None:
                 finished_at=timezone.now(),
                 train_count=len(train),
                 holdout_count=len(holdout),
-                dataset_sha256=dataset_hash((row_id, given, target) for row_id, given, target in train),
+                dataset_sha256=dataset_hash(ids=train.ids, inputs=train.inputs, targets=train.targets),
                 metric=metric,
                 candidate_score=candidate_score,
                 champion_score=rival_score,
@@ -502,10 +445,43 @@ def _train_evaluate_promote(run: TrainingRun) -> None:
     except BaseException:
         artifact.path.unlink(missing_ok=True)  # no row points at it
         raise
+    if promote:
+        _drift_reference_from_training(version, trainer, train=train, holdout=holdout)
+
+
+def _drift_reference_from_training(
+    version: ModelVersion, trainer: Trainer, *, train: Dataset, holdout: Dataset
+) -> None:
+    """The new champion's drift reference: a sample of its training inputs, and its own outputs on a sample of the
+    holdout. After the promotion's commit: a failure here leaves the champion, and the version falls back to a
+    reference from its first predictions."""
+    try:
+        sample = _evenly_spaced(holdout.inputs, DRIFT_REFERENCE_SAMPLES)
+        probabilities = trainer.predict_proba(sample)
+        drift_reference_record(
+            model_version=version,
+            inputs=_evenly_spaced(train.inputs, DRIFT_REFERENCE_SAMPLES),
+            predictions=trainer.predict(sample),
+            confidences=[max(row.values()) for row in probabilities] if probabilities else [],
+        )
+    except Exception:  # noqa: BLE001 - drift is a side output of the run, never a reason to fail it
+        logger.exception("Could not record the drift reference of %s", version)
+
+
+def _evenly_spaced(inputs: np.ndarray | list[Any], limit: int) -> list[Any]:
+    """At most `limit` inputs spread over the whole (time-ordered) set, as JSON values."""
+    positions = np.linspace(0, len(inputs) - 1, num=min(limit, len(inputs)), dtype=int) if len(inputs) else []
+    if isinstance(inputs, np.ndarray):
+        return inputs[positions].tolist()
+    return [inputs[position] for position in positions]
 
 
 def _rival(
-    champion: ModelVersion | None, task_type: str, inputs: list, train_targets: list, policy: RetrainPolicy
+    champion: ModelVersion | None,
+    task_type: str,
+    inputs: np.ndarray | list,
+    train_targets: np.ndarray,
+    policy: RetrainPolicy,
 ) -> tuple[str, list, float]:
     """What the candidate must beat: the champion on the same holdout, else (or if it cannot load) a baseline."""
     if champion is not None:

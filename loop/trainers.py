@@ -8,7 +8,7 @@ model to one file. Frameworks other than scikit-learn plug in by implementing `T
 import importlib
 import math
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
@@ -23,12 +23,13 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
 
-from collector.labels import LabelError, binary_label, class_label, numeric_value
+from collector.labels import MAX_NUMERIC, LabelError, binary_label, class_label, numeric_value
 
 CLASSIFICATION_TASKS = frozenset({"binary", "multiclass"})
 TRAINABLE_TASKS = CLASSIFICATION_TASKS | {"regression"}
 DEFAULT_TRAINER = "sklearn"
 DEFAULT_TRAINERS = {"sklearn": "loop.trainers.SklearnTrainer"}
+SORTABLE_LABEL_LENGTH = 32  # longer labels stay Python strings: fixed width would cost 4 bytes a character a row
 
 
 class TrainerSpecError(ValueError):
@@ -51,23 +52,32 @@ class Trainer(Protocol):
     or "regression" ("generative" is never passed). The constructor validates the spec and raises
     `TrainerSpecError` for anything it will not train, before any data is read.
 
+    Inputs: in a training run, when the rows' inputs are lists of numbers, `fit` and `predict` receive one 2-D
+    float64 NumPy array (C-contiguous, one row per input, every value finite and below 1e300 in size; often a view
+    into a larger array, so do not write to it); otherwise (objects, strings, single numbers) a list of the JSON
+    values. Serving (`predict`, `predict_proba` on the API) always passes a list of JSON values, which the trainer
+    checks against what it was trained on and refuses with `TrainingDataError` (or `ValueError`/`TypeError`).
+
     Labels: for "binary" and "multiclass" tasks `fit` receives and `predict` returns class labels as strings, made
     canonical by `canonical_targets`: binary labels are "0" or "1" (from 0/1, true/false, "yes"/"no", ...), multiclass
-    labels are `str(label)` (so 2 and "2" are the same class). Regression targets and predictions are floats.
+    labels are `str(label)` (so 2 and "2" are the same class). Regression targets and predictions are floats. In a
+    training run the targets arrive already canonical as a 1-D NumPy array (object array of str, or float64), for
+    which `canonical_targets` is cheap; direct callers may pass any sequence of raw targets.
     """
 
     name: ClassVar[str]
     """The key this class is registered under in `FEEDBACKHUB_TRAINERS`, e.g. "sklearn"."""
 
-    def fit(self, inputs: Sequence[Any], targets: Sequence[Any]) -> None:
-        """Train on JSON inputs and their targets (same length, at least one row)."""
+    def fit(self, inputs: np.ndarray | Sequence[Any], targets: Sequence[Any]) -> None:
+        """Train on the inputs (a 2-D float64 array or a list of JSON values) and their targets (same length, at
+        least one row)."""
         ...
 
-    def predict(self, inputs: Sequence[Any]) -> list[Any]:
+    def predict(self, inputs: np.ndarray | Sequence[Any]) -> list[Any]:
         """One prediction per input: a class label (str) or a float for regression."""
         ...
 
-    def predict_proba(self, inputs: Sequence[Any]) -> list[dict[str, float]] | None:
+    def predict_proba(self, inputs: np.ndarray | Sequence[Any]) -> list[dict[str, float]] | None:
         """Per input, class label -> probability; None for regression or a model without probabilities."""
         ...
 
@@ -120,10 +130,15 @@ def check_trainable_task(*, task_type: str) -> None:
         raise TrainerSpecError(f"Unknown task type '{task_type}'; trainable: {', '.join(sorted(TRAINABLE_TASKS))}.")
 
 
-def canonical_targets(*, task_type: str, targets: Sequence[Any]) -> list[str] | list[float]:
-    """Targets in the form trainers fit on and predict: the collector's canonical labels, or floats."""
+def canonical_targets(*, task_type: str, targets: Sequence[Any]) -> np.ndarray:
+    """Targets in the form trainers fit on and predict: the collector's canonical labels (an object array of str),
+    or floats (a float64 array). Targets already in that form are returned as they are, checked without a loop."""
     # The collector's own label rules, so a retrained model's labels match the stored outcomes it is scored on.
     convert = {"binary": binary_label, "multiclass": class_label, "regression": numeric_value}[task_type]
+    if task_type == "regression" and _finite_floats(targets):
+        return targets
+    if task_type in CLASSIFICATION_TASKS and _canonical_labels(targets, convert=convert):
+        return np.asarray(targets, dtype=object)
     canonical = []
     for index, target in enumerate(targets):
         try:
@@ -132,7 +147,43 @@ def canonical_targets(*, task_type: str, targets: Sequence[Any]) -> list[str] | 
             raise TrainingDataError(
                 f"Target #{index} ({target!r}) does not fit a {task_type} model: {error}."
             ) from error
-    return canonical
+    return np.array(canonical, dtype=object if task_type in CLASSIFICATION_TASKS else np.float64)
+
+
+def sortable_labels(labels: np.ndarray) -> np.ndarray:
+    """Canonical labels as fixed-width strings when they are short: scikit-learn sorts labels (np.unique) when it
+    fits or scores, and sorting Python str objects took longer than fitting a linear model on a million rows."""
+    if labels.dtype != object or not len(labels):
+        return labels
+    longest = max(map(len, set(labels.tolist())))
+    return labels.astype(f"<U{longest}") if longest <= SORTABLE_LABEL_LENGTH else labels
+
+
+def _finite_floats(targets: Sequence[Any]) -> bool:
+    return (
+        isinstance(targets, np.ndarray)
+        and targets.dtype == np.float64
+        and targets.ndim == 1
+        and bool((np.abs(targets) <= MAX_NUMERIC).all())
+    )
+
+
+def _canonical_labels(targets: Sequence[Any], *, convert: Callable[[Any], str]) -> bool:
+    """Whether every target is already a canonical label; only the distinct values are looked at."""
+    values = targets.tolist() if isinstance(targets, np.ndarray) else targets
+    try:
+        distinct = set(values)
+    except TypeError:  # an unhashable target (a list, an object) is not a label
+        return False
+    # A set holds 1 and True as one value, so anything but str goes the slow way.
+    return all(type(value) is str and _converts_to_itself(value, convert) for value in distinct)
+
+
+def _converts_to_itself(value: str, convert: Callable[[Any], str]) -> bool:
+    try:
+        return convert(value) == value
+    except LabelError:
+        return False
 
 
 # --- scikit-learn -----------------------------------------------------------------------------------------------
@@ -227,30 +278,33 @@ class SklearnTrainer:
         self._feature_mode: FeatureMode | None = None
         self._feature_count: int | None = None
 
-    def fit(self, inputs: Sequence[Any], targets: Sequence[Any]) -> None:
+    def fit(self, inputs: np.ndarray | Sequence[Any], targets: Sequence[Any]) -> None:
         if len(inputs) != len(targets):
             raise TrainingDataError(f"{len(inputs)} inputs but {len(targets)} targets.")
-        if not inputs:
+        if not len(inputs):
             raise TrainingDataError("No training examples.")
         labels = canonical_targets(task_type=self.task_type, targets=targets)
-        if self.task_type in CLASSIFICATION_TASKS and len(set(labels)) < 2:
+        if self.task_type in CLASSIFICATION_TASKS and len(set(labels.tolist())) < 2:
             raise TrainingDataError(f"Every training target is '{labels[0]}'; a classifier needs two classes or more.")
-        mode = _input_mode(inputs[0], index=0)
-        feature_count = len(inputs[0]) if mode is FeatureMode.NUMERIC else None
+        if isinstance(inputs, np.ndarray):
+            mode, feature_count = FeatureMode.NUMERIC, inputs.shape[1] if inputs.ndim == 2 else None
+        else:
+            mode = _input_mode(inputs[0], index=0)
+            feature_count = len(inputs[0]) if mode is FeatureMode.NUMERIC else None
         features = _feature_matrix(inputs, mode=mode, feature_count=feature_count)
         pipeline = Pipeline(
             [("features", _featurizer(mode=mode, estimator_path=self.estimator_path)), ("model", self._estimator())]
         )
-        pipeline.fit(features, labels)
+        pipeline.fit(features, sortable_labels(labels))
         self._pipeline, self._feature_mode, self._feature_count = pipeline, mode, feature_count
 
-    def predict(self, inputs: Sequence[Any]) -> list[Any]:
+    def predict(self, inputs: np.ndarray | Sequence[Any]) -> list[Any]:
         predictions = self._fitted().predict(self._features(inputs))
         if self.task_type in CLASSIFICATION_TASKS:
             return [str(label) for label in predictions]
         return [float(value) for value in predictions]
 
-    def predict_proba(self, inputs: Sequence[Any]) -> list[dict[str, float]] | None:
+    def predict_proba(self, inputs: np.ndarray | Sequence[Any]) -> list[dict[str, float]] | None:
         pipeline = self._fitted()
         if self.task_type not in CLASSIFICATION_TASKS or not hasattr(pipeline, "predict_proba"):
             return None
@@ -312,7 +366,7 @@ class SklearnTrainer:
             raise RuntimeError("The trainer has not been fitted or loaded yet.")
         return self._pipeline
 
-    def _features(self, inputs: Sequence[Any]) -> Any:
+    def _features(self, inputs: np.ndarray | Sequence[Any]) -> Any:
         self._fitted()
         assert self._feature_mode is not None
         return _feature_matrix(inputs, mode=self._feature_mode, feature_count=self._feature_count)
@@ -438,7 +492,9 @@ def feature_mode_of(value: Any) -> FeatureMode:
     )
 
 
-def _feature_matrix(inputs: Sequence[Any], *, mode: FeatureMode, feature_count: int | None) -> Any:
+def _feature_matrix(inputs: np.ndarray | Sequence[Any], *, mode: FeatureMode, feature_count: int | None) -> Any:
+    if isinstance(inputs, np.ndarray):
+        return _checked_number_matrix(inputs, mode=mode, feature_count=feature_count)
     for index, value in enumerate(inputs):
         _check_input(value, index=index, mode=mode, feature_count=feature_count)
     if mode is FeatureMode.NUMERIC:
@@ -448,6 +504,28 @@ def _feature_matrix(inputs: Sequence[Any], *, mode: FeatureMode, feature_count: 
     if mode is FeatureMode.DICT:
         return [_flattened(value) for value in inputs]
     return list(inputs)
+
+
+def _checked_number_matrix(matrix: np.ndarray, *, mode: FeatureMode, feature_count: int | None) -> np.ndarray:
+    """The matrix itself (float64 is never copied), once its shape and values fit the model."""
+    if mode is not FeatureMode.NUMERIC:
+        raise TrainingDataError(f"The inputs are rows of numbers but this model takes {mode.label()}.")
+    if matrix.ndim != 2 or matrix.shape[1] == 0:
+        raise TrainingDataError(f"Rows of numbers come as a 2-D array, not one of shape {matrix.shape}.")
+    if matrix.shape[1] != feature_count:
+        raise TrainingDataError(f"The inputs have {matrix.shape[1]} numbers but this model takes {feature_count}.")
+    if matrix.dtype != np.float64:
+        matrix = np.asarray(matrix, dtype=np.float64)
+    if not math.isfinite(matrix.sum()):  # one pass, no temporary array: a NaN or an infinity makes the sum one too
+        for start, part in _blocks(matrix):
+            bad = np.flatnonzero(~np.isfinite(part).all(axis=1))
+            if len(bad):
+                raise TrainingDataError(f"Input #{start + bad[0]} holds a number that is not finite.")
+    return matrix
+
+
+def _blocks(matrix: np.ndarray, rows: int = 65_536) -> Iterator[tuple[int, np.ndarray]]:
+    return ((start, matrix[start : start + rows]) for start in range(0, len(matrix), rows))
 
 
 def _input_mode(value: Any, *, index: int) -> FeatureMode:

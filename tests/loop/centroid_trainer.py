@@ -23,17 +23,17 @@ class CentroidTrainer:
         self._labels: list[str] = []
         self._centroids = np.empty((0, 0))
 
-    def fit(self, inputs: Sequence[Any], targets: Sequence[Any]) -> None:
+    def fit(self, inputs: np.ndarray | Sequence[Any], targets: Sequence[Any]) -> None:
         features = self._matrix(inputs)
         labels = np.asarray(canonical_targets(task_type=self.task_type, targets=targets))
         self._labels = sorted(set(labels.tolist()))
         self._centroids = np.stack([features[labels == label].mean(axis=0) for label in self._labels])
 
-    def predict(self, inputs: Sequence[Any]) -> list[Any]:
+    def predict(self, inputs: np.ndarray | Sequence[Any]) -> list[Any]:
         nearest = self._distances(inputs).argmin(axis=1)
         return [self._labels[index] for index in nearest]
 
-    def predict_proba(self, inputs: Sequence[Any]) -> list[dict[str, float]] | None:
+    def predict_proba(self, inputs: np.ndarray | Sequence[Any]) -> list[dict[str, float]] | None:
         closeness = -self._distances(inputs)
         weights = np.exp(closeness - closeness.max(axis=1, keepdims=True))
         probabilities = weights / weights.sum(axis=1, keepdims=True)
@@ -55,11 +55,17 @@ class CentroidTrainer:
     def describe(self) -> dict[str, Any]:
         return {"trainer": self.name, "task_type": self.task_type, "classes": self._labels}
 
-    def _distances(self, inputs: Sequence[Any]) -> np.ndarray:
+    def _distances(self, inputs: np.ndarray | Sequence[Any]) -> np.ndarray:
         features = self._matrix(inputs)
         return np.linalg.norm(features[:, None, :] - self._centroids[None, :, :], axis=2)
 
-    def _matrix(self, inputs: Sequence[Any]) -> np.ndarray:
-        if not all(isinstance(value, list) for value in inputs):
+    def _matrix(self, inputs: np.ndarray | Sequence[Any]) -> np.ndarray:
+        if isinstance(inputs, np.ndarray):  # a training run's rows of numbers
+            matrix = inputs
+        elif all(isinstance(value, list) for value in inputs):  # JSON inputs when serving
+            matrix = np.asarray(inputs, dtype=np.float64)
+        else:
             raise TrainingDataError("The centroid trainer takes lists of numbers.")
-        return np.asarray(inputs, dtype=np.float64)
+        if matrix.ndim != 2 or (self._centroids.size and matrix.shape[1] != self._centroids.shape[1]):
+            raise TrainingDataError("The centroid trainer takes lists of numbers of the length it was trained on.")
+        return matrix

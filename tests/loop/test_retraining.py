@@ -5,11 +5,14 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from collector.models import Prediction, RegisteredModel
 from feedbackhub.celery import app as celery_app
 from loop import services
+from loop.artifacts import dataset_hash
+from loop.datasets import dataset_read
 from loop.models import LabelledExample, ModelArtifact, Promotion, RetrainPolicy, RunStatus, TrainingRun
 from tests.conftest import ApiClient
 
@@ -90,6 +93,19 @@ def test_seed_001_threshold_of_five_two_examples_retrain_nothing_five_do(
     run = TrainingRun.objects.get()
     assert (run.trigger, run.status, run.train_count, run.holdout_count) == ("threshold", RunStatus.SUCCEEDED, 4, 1)
     assert run.candidate_version is not None and "on 1 held-out examples" in run.decision
+
+
+def test_a_promotion_records_the_champions_drift_reference(seed_model) -> None:
+    from collector.models import DriftReference
+
+    store_examples(seed_model, separable(60))
+
+    run = train_now(seed_model)
+
+    reference = DriftReference.objects.get(model_version=run.candidate_version)
+    assert (reference.source, reference.sample_size) == ("training", run.train_count)
+    assert set(reference.inputs) == {"x[0]", "x[1]"} and set(reference.outputs) == {"score", "prediction"}
+    assert sum(reference.inputs["x[0]"]["counts"]) == run.train_count
 
 
 @pytest.mark.parametrize(
@@ -220,10 +236,11 @@ def test_outcomes_and_approved_labels_are_training_data_and_the_label_wins(api: 
     relabelled = Prediction.objects.order_by("pk").first()
     Prediction.objects.filter(pk=relabelled.pk).update(training_label=1 - relabelled.actual)
 
-    dataset = {row_id: target for _, row_id, _, target in services._dataset(seed_model)}
+    dataset = dataset_read(registered_model=seed_model)
+    targets = dict(zip(dataset.ids.tolist(), dataset.targets.tolist(), strict=True))
 
     assert len(dataset) == 40
-    assert dataset[f"p{relabelled.pk}"] == 1 - relabelled.actual
+    assert targets[relabelled.pk] == str(1 - relabelled.actual)
     assert services.labelled_since(registered_model=seed_model, since=None) == 40
 
 
@@ -232,17 +249,13 @@ def test_the_newest_holdout_is_never_trained_on(seed_model) -> None:
 
     run = train_now(seed_model)
 
-    newest = list(LabelledExample.objects.order_by("created_at", "pk").values_list("pk", flat=True))[
-        -run.holdout_count :
-    ]
-    from loop.artifacts import dataset_hash
+    trained = list(LabelledExample.objects.order_by("created_at", "pk"))[: -run.holdout_count]
 
-    trained = [
-        (f"e{pk}", row.input, str(row.target))
-        for pk, row in LabelledExample.objects.in_bulk().items()
-        if pk not in newest
-    ]
-    assert run.dataset_sha256 == dataset_hash(sorted(trained, key=lambda row: int(row[0][1:])))
+    assert run.dataset_sha256 == dataset_hash(
+        ids=np.array([-row.pk for row in trained]),
+        inputs=np.array([row.input for row in trained]),
+        targets=np.array([str(row.target) for row in trained], dtype=object),
+    )
 
 
 def test_the_label_queue_api_ranks_unlabelled_predictions(api: ApiClient, seed_model) -> None:

@@ -19,9 +19,12 @@ from loop.artifacts import ArtifactIntegrityError, artifact_load, artifact_save,
 from loop.evaluation import MetricError, baseline_predictions, higher_is_better, improvement, score
 from loop.trainers import (
     ArtifactRefusedError,
+    FeatureMode,
     SklearnTrainer,
     TrainerSpecError,
     TrainingDataError,
+    _feature_matrix,
+    canonical_targets,
     trainer_class,
     trainer_from_spec,
 )
@@ -157,6 +160,56 @@ def test_describe_reports_what_was_trained() -> None:
     assert description["feature_count"] == 2
 
 
+def test_a_matrix_of_numbers_trains_like_the_same_lists_without_a_copy() -> None:
+    inputs, targets = numeric_binary(200, seed=12)
+    matrix = np.array(inputs)
+    from_lists, from_matrix = SklearnTrainer({}, "binary"), SklearnTrainer({}, "binary")
+
+    from_lists.fit(inputs, targets)
+    from_matrix.fit(matrix, np.array([str(target) for target in targets], dtype=object))
+
+    assert from_matrix.predict(matrix) == from_lists.predict(inputs) == from_matrix.predict(inputs)
+    assert from_matrix.describe() == from_lists.describe()
+    assert _feature_matrix(matrix, mode=FeatureMode.NUMERIC, feature_count=2) is matrix
+
+
+@pytest.mark.parametrize(
+    ("matrix", "message"),
+    [
+        (np.array([[1.0, 2.0], [np.inf, 0.0], [np.nan, 1.0]]), "Input #1 holds a number that is not finite"),
+        (np.ones((3, 3)), "have 3 numbers but this model takes 2"),
+        (np.ones(3), "2-D array"),
+    ],
+)
+def test_a_matrix_the_model_cannot_use_is_refused(matrix: np.ndarray, message: str) -> None:
+    trainer = fitted_numeric_trainer()
+
+    with pytest.raises(TrainingDataError, match=message):
+        trainer.predict(matrix)
+
+
+def test_a_matrix_is_refused_by_a_model_trained_on_objects() -> None:
+    trainer = trainer_from_spec(spec={}, task_type="multiclass")
+    trainer.fit(*dict_multiclass(30, seed=13))
+
+    with pytest.raises(TrainingDataError, match="rows of numbers but this model takes an object"):
+        trainer.predict(np.ones((2, 2)))
+
+
+def test_canonical_targets_are_checked_by_their_distinct_values() -> None:
+    labels = np.array(["1", "0", "1"], dtype=object)
+
+    assert canonical_targets(task_type="binary", targets=labels) is labels
+    assert canonical_targets(task_type="binary", targets=[1, True, "no"]).tolist() == ["1", "1", "0"]
+    assert canonical_targets(task_type="multiclass", targets=[1, 1.0, "1"]).tolist() == ["1", "1", "1"]
+    with pytest.raises(TrainingDataError, match=r"Target #1 \(True\)"):
+        canonical_targets(task_type="multiclass", targets=[1, True])
+    floats = np.array([1.5, -2.0])
+    assert canonical_targets(task_type="regression", targets=floats) is floats
+    with pytest.raises(TrainingDataError, match="Target #0"):
+        canonical_targets(task_type="regression", targets=np.array([np.nan]))
+
+
 # --- artifacts --------------------------------------------------------------------------------------------------
 
 ROUND_TRIP_CASES = [
@@ -272,14 +325,34 @@ def test_artifact_names_cannot_leave_the_directory(tmp_path: Path, name: str) ->
         artifact_save(trainer=fitted_numeric_trainer(), directory=tmp_path, name=name)
 
 
-def test_dataset_hash_is_canonical_and_sensitive() -> None:
-    rows = [(1, {"a": 1, "b": "x"}, 1), (2, [0.5, 2], "0")]
-    reordered_keys = [(1, {"b": "x", "a": 1}, 1), (2, [0.5, 2], "0")]
+def json_rows_hash(ids: list[int], inputs: list[Any], targets: list[str]) -> str:
+    return dataset_hash(ids=np.array(ids), inputs=inputs, targets=np.array(targets, dtype=object))
 
-    assert dataset_hash(rows) == dataset_hash(iter(reordered_keys))
-    assert dataset_hash(rows) != dataset_hash([(1, {"a": 1, "b": "x"}, 0), (2, [0.5, 2], "0")])
-    assert dataset_hash(rows) != dataset_hash(rows[::-1])
-    assert len(dataset_hash([])) == 64
+
+def test_dataset_hash_of_json_inputs_is_canonical_and_sensitive() -> None:
+    ids, inputs, targets = [1, -2], [{"a": 1, "b": "x"}, {"c": [0.5, 2]}], ["1", "0"]
+
+    digest = json_rows_hash(ids, inputs, targets)
+
+    assert digest == json_rows_hash(ids, [{"b": "x", "a": 1}, {"c": [0.5, 2]}], targets)
+    assert digest != json_rows_hash(ids, inputs, ["0", "0"])
+    assert digest != json_rows_hash([1, 2], inputs, targets)
+    assert digest != json_rows_hash(ids[::-1], inputs[::-1], targets[::-1])
+    assert len(json_rows_hash([], [], [])) == 64
+
+
+def test_dataset_hash_of_a_number_matrix_is_sensitive_to_every_value() -> None:
+    ids, matrix, targets = np.array([3, -1, 7]), np.arange(6, dtype=np.float64).reshape(3, 2), np.array([0.5, 1, 2])
+    digest = dataset_hash(ids=ids, inputs=matrix, targets=targets)
+    changed_input = matrix.copy()
+    changed_input[2, 1] = np.nextafter(5.0, 6.0)
+
+    assert digest == dataset_hash(ids=ids.copy(), inputs=matrix[:, :].copy(), targets=targets.copy())
+    assert digest != dataset_hash(ids=ids, inputs=changed_input, targets=targets)
+    assert digest != dataset_hash(ids=ids, inputs=matrix.reshape(2, 3), targets=targets)
+    assert digest != dataset_hash(ids=np.array([3, 1, 7]), inputs=matrix, targets=targets)
+    assert digest != dataset_hash(ids=ids, inputs=matrix, targets=np.array([0.5, 1, 2.5]))
+    assert digest != dataset_hash(ids=ids, inputs=matrix.tolist(), targets=targets)
 
 
 # --- specs and inputs that are refused --------------------------------------------------------------------------
