@@ -331,15 +331,23 @@ class ConfusionCell(models.Model):
         return f"{self.actual_label}->{self.predicted_label}: {self.count}"
 
 
-class OutcomeMinute(models.Model):
-    """Outcomes per version and minute (by when the outcome was recorded), for cheap rolling windows."""
+class OutcomeSums(models.Model):
+    """A version's outcomes in a bucket of time: how many, how many right, and the regression error sums."""
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
-    minute = models.DateTimeField()
     outcomes = models.BigIntegerField(default=0)
     correct = models.BigIntegerField(default=0)
     abs_error_sum = models.FloatField(default=0.0)
     squared_error_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        abstract = True
+
+
+class OutcomeMinute(OutcomeSums):
+    """Outcomes per version and minute (by when the outcome was recorded), for cheap rolling windows."""
+
+    minute = models.DateTimeField()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["model_version", "minute"], name="outcome_minute_unique")]
@@ -544,16 +552,11 @@ class LatencyHour(models.Model):
         return f"{self.model_version_id} at {self.hour:%Y-%m-%d %H}h, bucket {self.bucket}: {self.count}"
 
 
-class OutcomeHour(models.Model):
+class OutcomeHour(OutcomeSums):
     """Outcomes per version and hour of the prediction they judge: how good the predictions of each hour were,
     filled in as their outcomes arrive."""
 
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
     hour = models.DateTimeField()
-    outcomes = models.BigIntegerField(default=0)
-    correct = models.BigIntegerField(default=0)
-    abs_error_sum = models.FloatField(default=0.0)
-    squared_error_sum = models.FloatField(default=0.0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["model_version", "hour"], name="outcome_hour_unique")]
