@@ -45,8 +45,9 @@ def run(*command: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_the_prometheus_config_is_valid(promtool: str) -> None:
-    result = run(promtool, "check", "config", str(DEPLOY / "prometheus.yml"))
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.compose.yml"])
+def test_the_prometheus_config_is_valid(promtool: str, config: str) -> None:
+    result = run(promtool, "check", "config", str(DEPLOY / config))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
