@@ -8,6 +8,7 @@ and compares them with the reference; it never reads the predictions table.
 """
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from itertools import takewhile, zip_longest
@@ -48,7 +49,9 @@ from collector.sketches import (
 logger = logging.getLogger(__name__)
 REFERENCE_MAX_SAMPLES = 20_000
 CHUNK = 2000
-MAX_CHUNKS_PER_RUN = 50
+# A run of the beat task counts for up to this long, so the windows keep up with thousands of predictions a second
+# without one run outliving the next.
+UPDATE_BUDGET = timedelta(seconds=120)
 # Rows younger than this are left for the next run: a transaction that took an id earlier may not have committed.
 WATERMARK_LAG = timedelta(seconds=30)
 CHECK_INTERVAL = timedelta(minutes=15)
@@ -186,16 +189,19 @@ def _watermark() -> DriftWatermark:
     return mark
 
 
-def drift_windows_update(*, max_chunks: int = MAX_CHUNKS_PER_RUN) -> int:
-    """Count the predictions stored since the watermark into their versions' hourly windows; returns how many
-    predictions were read. Safe to run concurrently: each chunk is claimed by moving the watermark."""
+def drift_windows_update(*, max_chunks: int | None = None, budget: timedelta = UPDATE_BUDGET) -> int:
+    """Count the predictions stored since the watermark into their versions' hourly windows, chunk by chunk until
+    caught up, `max_chunks` were counted or `budget` is spent (the next run goes on from the watermark); returns
+    how many predictions were read. Safe to run concurrently: each chunk is claimed by moving the watermark."""
     cutoff = timezone.now() - WATERMARK_LAG
-    total = 0
-    for _ in range(max_chunks):
+    deadline = time.monotonic() + budget.total_seconds()
+    total = chunks = 0
+    while (max_chunks is None or chunks < max_chunks) and time.monotonic() < deadline:
         counted = _count_chunk(cutoff)
         if not counted:
             break
         total += counted
+        chunks += 1
     return total
 
 
