@@ -191,7 +191,7 @@ class DriftCollector(Collector):
         checked = GaugeMetricFamily(
             "model_drift_check_timestamp_seconds", "When the latest drift check ran.", labels=VERSION_LABELS
         )
-        for model, version, check, reports in selectors.latest_drift_reports():
+        for model, version, check, reports in selectors.latest_drift_reports(fresh=True):
             labels = [model, version]
             thresholds: dict[str, float] = {}
             for report in reports:

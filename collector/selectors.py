@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from django.conf import settings
-from django.db.models import CharField, Expression, F, QuerySet, Sum
+from django.db.models import CharField, Expression, F, Q, QuerySet, Sum
 from django.db.models.functions import Cast, Substr
 from django.utils import timezone
 
@@ -434,31 +434,56 @@ def drift_reports(*, drift_check: DriftCheck) -> list[FeatureDrift]:
     ]
 
 
-def latest_drift_check(*, registered_model: RegisteredModel, version: str | None = None) -> DriftCheck | None:
-    """The newest drift check of the model's `version`, or of whichever of its versions was checked last."""
+# Checks run every 15 minutes while a version's window has enough predictions; an older one describes traffic
+# that has stopped (or a version that was replaced), and is not acted on or exported as current.
+DRIFT_CHECK_FRESH_FOR = timedelta(hours=1)
+
+
+def latest_drift_check(
+    *, registered_model: RegisteredModel, version: str | None = None, fresh: bool = False
+) -> DriftCheck | None:
+    """The newest drift check of the model's `version`, or of whichever of its versions was checked last;
+    with `fresh`, only one made within DRIFT_CHECK_FRESH_FOR."""
     if version is not None:
-        reference = DriftReference.objects.filter(
-            model_version__registered_model=registered_model, model_version__version=version
-        ).first()
-        return reference.last_check if reference is not None else None
-    return DriftCheck.objects.filter(model_version__registered_model=registered_model).order_by("-id").first()
+        reference = (
+            DriftReference.objects.filter(
+                model_version__registered_model=registered_model, model_version__version=version
+            )
+            .select_related("last_check")
+            .first()
+        )
+        check = reference.last_check if reference is not None else None
+    else:
+        check = DriftCheck.objects.filter(model_version__registered_model=registered_model).order_by("-id").first()
+    if check is not None and fresh and check.created_at < timezone.now() - DRIFT_CHECK_FRESH_FOR:
+        return None
+    return check
 
 
-def drifted_features(*, registered_model: RegisteredModel, version: str | None = None) -> list[FeatureDrift]:
-    """The inputs and outputs that crossed a threshold in the latest drift check (of `version` when given).
+def current_drift_check(*, registered_model: RegisteredModel, version: str | None) -> DriftCheck | None:
+    """The fresh drift check that speaks for the model now: `version`'s (the champion's), else, when that version
+    has none, the newest of any of its versions (the one the clients are serving)."""
+    check = None
+    if version is not None:
+        check = latest_drift_check(registered_model=registered_model, version=version, fresh=True)
+    return check or latest_drift_check(registered_model=registered_model, fresh=True)
 
-    Empty when nothing drifted or nothing was checked; for the retrain policy and other callers.
-    """
-    check = latest_drift_check(registered_model=registered_model, version=version)
-    if check is None:
+
+def drifted_features(*, drift_check: DriftCheck | None) -> list[FeatureDrift]:
+    """The inputs and outputs that crossed a threshold in `drift_check` (none without one)."""
+    if drift_check is None:
         return []
-    return [report for report in drift_reports(drift_check=check) if report.drifted]
+    return [report for report in drift_reports(drift_check=drift_check) if report.drifted]
 
 
-def latest_drift_reports() -> list[tuple[str, str, DriftCheck, list[DriftReport]]]:
-    """(model, version, check, reports) of the latest check of every version: what /metrics exports."""
+def latest_drift_reports(*, fresh: bool = False) -> list[tuple[str, str, DriftCheck, list[DriftReport]]]:
+    """(model, version, check, reports) of the latest check of every version (with `fresh`, of the versions
+    checked within DRIFT_CHECK_FRESH_FOR: what /metrics exports)."""
+    checked = Q(last_check__isnull=False)
+    if fresh:
+        checked &= Q(last_check__created_at__gte=timezone.now() - DRIFT_CHECK_FRESH_FOR)
     references = list(
-        DriftReference.objects.filter(last_check__isnull=False)
+        DriftReference.objects.filter(checked)
         .select_related("model_version__registered_model", "last_check")
         .order_by("model_version__registered_model__name", "model_version__created_at", "model_version_id")
     )
@@ -502,7 +527,11 @@ def input_drift_scores(*, predictions: Sequence[tuple[int, int]]) -> dict[int, f
 def _drift_lifts(version_ids: set[int]) -> dict[int, tuple[Binner, dict[str, list[float]]]]:
     """Per version with drifted inputs in its latest check: a binner of those inputs and each bin's lift."""
     lifts = {}
-    references = DriftReference.objects.filter(model_version_id__in=version_ids, last_check__drifted=True)
+    references = DriftReference.objects.filter(
+        model_version_id__in=version_ids,
+        last_check__drifted=True,
+        last_check__created_at__gte=timezone.now() - DRIFT_CHECK_FRESH_FOR,
+    )
     for reference in references.select_related("last_check"):
         check = reference.last_check
         drifted = set(check.reports.filter(drifted=True, is_output=False).values_list("feature", flat=True))

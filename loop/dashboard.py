@@ -183,11 +183,10 @@ def _latest_drift_by_model(champion_of: dict[str, str]) -> dict[str, DriftSummar
 
 
 def _drift_check_shown(model: RegisteredModel, champion: ModelVersion | None) -> DriftCheck | None:
-    if champion is not None:
-        check = collector_selectors.latest_drift_check(registered_model=model, version=champion.version)
-        if check is not None:
-            return check
-    return collector_selectors.latest_drift_check(registered_model=model)
+    """The check the loop acts on; else the latest of any age (the page says when it was made)."""
+    return collector_selectors.current_drift_check(
+        registered_model=model, version=champion.version if champion else None
+    ) or collector_selectors.latest_drift_check(registered_model=model)
 
 
 @dataclass

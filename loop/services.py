@@ -20,7 +20,7 @@ from django.utils import timezone
 from collector.drift import drift_reference_record
 from collector.labels import LabelError, label_for, numeric_value
 from collector.models import IngestSource, ModelVersion, Prediction, RegisteredModel, TaskType
-from collector.selectors import drifted_features, quality_list
+from collector.selectors import current_drift_check, drifted_features, quality_list
 from collector.services import Actor, PredictionIn, prediction_record_batch
 from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput
 from loop.artifacts import artifact_load, artifact_save, dataset_hash
@@ -154,13 +154,19 @@ def _dispatch(run: TrainingRun) -> None:
 
 
 def _last_run_start(registered_model: RegisteredModel) -> datetime | None:
-    """When the model's last run started; a run whose worker died does not count, so its trigger fires again."""
-    last = (
-        TrainingRun.objects.filter(registered_model=registered_model, started_at__isnull=False, worker_lost=False)
+    """When the model's last run started. A run whose worker died does not count, so its trigger fires again, but
+    only once: when the run before it was lost too (out of memory, past the time limit), it waits for new data."""
+    runs = list(
+        TrainingRun.objects.filter(registered_model=registered_model, started_at__isnull=False)
         .order_by("-started_at")
-        .first()
+        .values_list("started_at", "worker_lost")[:2]
     )
-    return last.started_at if last else None
+    if not runs:
+        return None
+    (last_start, last_lost), *earlier = runs
+    if last_lost and not (earlier and earlier[0][1]):
+        return earlier[0][0] if earlier else None
+    return last_start
 
 
 def _schedule_due(policy: RetrainPolicy, last_start: datetime | None) -> bool:
@@ -247,14 +253,15 @@ def threshold_adjust_for_quality(*, registered_model: RegisteredModel) -> Thresh
 
 
 def threshold_adjust_for_drift(*, registered_model: RegisteredModel) -> ThresholdChange | None:
-    """Lower the threshold when the latest drift check of the champion (or, without one, of the version checked
-    last) found drifted inputs or outputs: the model should see the new data sooner (at most hourly)."""
+    """Lower the threshold when the current drift check (of the champion, else of the version checked last) found
+    drifted inputs or outputs: the model should see the new data sooner. At most hourly, and once per check."""
     policy = retrain_policy_for(registered_model)
     if not policy.adaptive_threshold or _changed_lately(policy):
         return None
     champion = current_champion(registered_model)
-    drifted = drifted_features(registered_model=registered_model, version=champion.version if champion else None)
-    if not drifted:
+    check = current_drift_check(registered_model=registered_model, version=champion.version if champion else None)
+    drifted = drifted_features(drift_check=check)
+    if not drifted or policy.threshold_changes.filter(created_at__gte=check.created_at).exists():
         return None
     names = sorted({report.feature for report in drifted})
     listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

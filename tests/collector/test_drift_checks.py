@@ -23,7 +23,7 @@ from collector.models import (
     ModelVersion,
     RegisteredModel,
 )
-from collector.selectors import drifted_features
+from collector.selectors import current_drift_check, drifted_features, latest_drift_check
 from collector.services import Actor, PredictionIn, prediction_record_batch
 from collector.sketches import input_features
 from collector.tasks import check_drift
@@ -108,7 +108,8 @@ def test_a_shift_seeded_into_one_feature_pushes_only_its_psi_over_the_threshold(
     assert psi_of(check, "plan") < 0.05
     assert check.reports.get(feature="tenure", method="ks").drifted
     assert not check.reports.get(feature="plan", method="chi2").drifted
-    assert {(f.feature, f.method) for f in drifted_features(registered_model=version.registered_model)} == {
+    current = current_drift_check(registered_model=version.registered_model, version="v1")
+    assert {(f.feature, f.method) for f in drifted_features(drift_check=current)} == {
         ("tenure", "psi"),
         ("tenure", "ks"),
     }
@@ -291,8 +292,22 @@ def test_hostile_inputs_never_raise_and_never_blow_up_the_sketches(hostile: Any)
 def test_drifted_features_is_empty_for_a_model_never_checked() -> None:
     version = promoted_version()
 
-    assert drifted_features(registered_model=version.registered_model) == []
-    assert drifted_features(registered_model=version.registered_model, version="v1") == []
+    assert current_drift_check(registered_model=version.registered_model, version="v1") is None
+    assert drifted_features(drift_check=None) == []
+
+
+def test_a_check_older_than_an_hour_is_not_current_nor_exported(anonymous) -> None:
+    version = promoted_version()
+    record(churn_inputs(1500, seed=3, tenure_shift=6))
+    check_drift()
+    check = DriftCheck.objects.get()
+    assert current_drift_check(registered_model=version.registered_model, version="v1") == check
+
+    DriftCheck.objects.filter(pk=check.pk).update(created_at=timezone.now() - timedelta(hours=2))
+
+    assert current_drift_check(registered_model=version.registered_model, version="v1") is None
+    assert latest_drift_check(registered_model=version.registered_model, version="v1") == check  # still shown
+    assert not [name for name, _ in scrape(anonymous) if name.startswith("model_feature_drift")]
 
 
 def test_drift_policies_checks_and_reports_show_in_the_admin(admin_client: Any) -> None:

@@ -361,6 +361,30 @@ def test_a_run_whose_worker_died_is_failed_and_its_trigger_fires_again(seed_mode
     assert [(again.trigger, again.status) for again in queued] == [("threshold", RunStatus.QUEUED)]
 
 
+def test_a_trigger_fires_again_once_after_a_lost_run_not_forever(seed_model, settings) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    store_examples(seed_model, separable(40))
+    celery_app.conf.task_always_eager = False
+    silent_since = timezone.now() - timedelta(seconds=settings.FEEDBACKHUB_RUN_STALE_SECONDS + 1)
+    LabelledExample.objects.update(created_at=silent_since - timedelta(minutes=1))  # they came before the runs
+    lost = []
+    for attempt in range(3):
+        run = services.retrain_if_due(registered_model=seed_model)
+        if run is None:
+            break
+        started = silent_since - timedelta(seconds=10 - attempt)  # each later than the one before, all silent
+        TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started_at=started, heartbeat_at=started)
+        services.training_runs_fail_stale()
+        lost.append(run.pk)
+
+    assert len(lost) == 2  # the first run, and one retry; then it waits for new examples
+    store_examples(seed_model, separable(5, seed=9))
+    assert services.retrain_if_due(registered_model=seed_model) is not None
+
+
 def test_a_run_that_still_beats_or_waits_in_the_queue_is_left_alone(seed_model, settings) -> None:
     from datetime import timedelta
 
