@@ -460,6 +460,16 @@ def latest_drift_check(
     return check
 
 
+def latest_drift_checks(*, registered_model: RegisteredModel) -> dict[str, DriftCheck]:
+    """Each checked version's latest drift check, by version name, with its reports: three queries in all."""
+    references = (
+        DriftReference.objects.filter(model_version__registered_model=registered_model, last_check__isnull=False)
+        .select_related("model_version", "last_check")
+        .prefetch_related("last_check__reports")
+    )
+    return {reference.model_version.version: reference.last_check for reference in references}
+
+
 def current_drift_check(*, registered_model: RegisteredModel, version: str | None) -> DriftCheck | None:
     """The fresh drift check that speaks for the model now: `version`'s (the champion's), else, when that version
     has none, the newest of any of its versions (the one the clients are serving)."""

@@ -213,7 +213,7 @@ CELERY_BEAT_SCHEDULE = {
         # A check still waiting when the next one is sent is dropped: a busy worker then finds one, not a pile.
         "options": {"expire_seconds": FEEDBACKHUB_RETRAIN_CHECK_SECONDS},
     },
-    "check-drift": {"task": "collector.tasks.check_drift", "schedule": 300.0},
+    "check-drift": {"task": "collector.tasks.check_drift", "schedule": 300.0, "options": {"expire_seconds": 300}},
 }
 CELERY_TIMEZONE = TIME_ZONE
 

@@ -2,6 +2,7 @@
 feedback and retraining over time. Server-rendered from the hourly rollups; charts drawn by Plotly in the browser
 from data embedded in the page (no request leaves the hub)."""
 
+import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 from django.utils.decorators import method_decorator
@@ -68,7 +70,11 @@ def _headline_quality(qualities: list[VersionQuality], champion_version: str | N
 
 
 @method_decorator(staff_member_required, name="dispatch")
-class DashboardPage(TemplateView):
+class DashboardPage(PermissionRequiredMixin, TemplateView):
+    # What the Reviewers group has: reading the collected data. A staff account without it gets a 403.
+    permission_required = ("collector.view_registeredmodel", "collector.view_prediction")
+    raise_exception = True
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return {**super().get_context_data(**kwargs), **admin.site.each_context(self.request)}
 
@@ -228,11 +234,17 @@ def _chart(chart_id: str, title: str, y_title: str, traces: list[dict[str, Any]]
     return {"id": chart_id, "title": title, "y_title": y_title, "traces": traces, "empty": empty, "layout": layout}
 
 
+def _plain(text: str) -> str:
+    """Text for Plotly, which reads tags in trace names and labels (a version named "<a href=...>" would become a
+    link): escaped, so it shows as written. Version and feature names come from API clients."""
+    return html.escape(text, quote=False)
+
+
 def _line(name: str, points: list[tuple[datetime, float | None]], **style: Any) -> dict[str, Any]:
     return {
         "type": "scatter",
         "mode": "lines+markers",
-        "name": name,
+        "name": _plain(name),
         "x": [at.isoformat() for at, _ in points],
         "y": [value for _, value in points],
         **style,
@@ -268,7 +280,7 @@ def _latency_chart(model: RegisteredModel, since: datetime, step: Step) -> dict:
 def _volume_chart(model: RegisteredModel, since: datetime, step: Step) -> dict:
     series = collector_selectors.prediction_series(registered_model=model, since=since, step=step)
     traces = [
-        {"type": "bar", "name": version, "x": [at.isoformat() for at, _ in points], "y": [n for _, n in points]}
+        {"type": "bar", "name": _plain(version), "x": [at.isoformat() for at, _ in points], "y": [n for _, n in points]}
         for version, points in series.items()
     ]
     return _chart("volume", f"Predictions per {step}", "predictions", traces, "No predictions in this period.",
@@ -300,7 +312,7 @@ def _feedback_chart(feedback: list[collector_selectors.FeedbackCount], policy: R
 
 def _drift_chart(check: DriftCheck | None, rows: list[DriftRow]) -> dict:
     with_psi = [row for row in rows if row.psi is not None][:DRIFT_BARS]
-    names = [f"{row.feature} (output)" if row.is_output else row.feature for row in with_psi]
+    names = [_plain(f"{row.feature} (output)" if row.is_output else row.feature) for row in with_psi]
     traces = [
         {"type": "bar", "name": "PSI", "x": names, "y": [row.psi.value for row in with_psi],
          "marker": {"color": [DRIFTED_COLOUR if row.drifted else STEADY_COLOUR for row in with_psi]}},
@@ -310,7 +322,7 @@ def _drift_chart(check: DriftCheck | None, rows: list[DriftRow]) -> dict:
     title = "Drift: PSI per input and output"
     if check is not None:
         window = f"{check.window_predictions} predictions since {check.window_start:%Y-%m-%d %H:%M}"
-        title += f" of {check.model_version.version}, {window}"
+        title += f" of {check.model_version.version}, {window}"  # the template escapes titles
     return _chart("drift", title, "PSI", traces if with_psi else [],
                   "No drift check yet: it needs a reference and enough predictions in the window.",
                   xaxis={"type": "category"})  # fmt: skip

@@ -338,15 +338,11 @@ class ModelMetricsView(APIView):
             message = f"model '{name}' has no version '{version}'"
             raise NotFound(message, [FieldProblem("version", message)])
         qualities = selectors.quality_list(registered_model=model, version=version)
+        drift_checks = selectors.latest_drift_checks(registered_model=model)
         body = {
             "model": model.name,
             "task_type": model.task_type,
-            "versions": [
-                version_quality_data(
-                    quality, selectors.latest_drift_check(registered_model=model, version=quality.version)
-                )
-                for quality in qualities
-            ],
+            "versions": [version_quality_data(quality, drift_checks.get(quality.version)) for quality in qualities],
         }
         return Response(body)
 

@@ -85,7 +85,7 @@ def main() -> None:
     call_command("collectstatic", "--noinput", verbosity=0)  # pages name hashed static files, as in production
     model = RegisteredModel.objects.create(name="bench", task_type="binary")
     versions = [ModelVersion.objects.create(registered_model=model, version=name) for name in ("v1", "v2")]
-    staff = get_user_model().objects.create_user("bench", password="unused-password", is_staff=True)
+    staff = get_user_model().objects.create_superuser("bench", password="unused-password")
     client = Client()
     client.force_login(staff)
     rng = random.Random(42)

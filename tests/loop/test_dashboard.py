@@ -41,6 +41,22 @@ def test_the_pages_ask_for_a_staff_login(anonymous: ApiClient, django_user_model
     anonymous.force_login(outsider)
     assert anonymous.get(path).status_code == 302  # not staff: the admin login again
 
+    bare_staff = django_user_model.objects.create_user("bare", password="unused-password", is_staff=True)
+    anonymous.force_login(bare_staff)
+    assert anonymous.get(path).status_code == 403  # staff, but may not read the collected data
+
+
+def test_names_from_clients_reach_the_charts_escaped(api: ApiClient, reviewer: ApiClient) -> None:
+    version = '<a href="https://evil.example/">login</a>'
+    body = {"model": "churn", "version": version, "input": [0.1], "prediction": 1, "actual": 1, "latency_ms": 3.0}
+    assert api.post_json("/api/v1/predictions/", body).status_code == 201
+
+    charts = chart_data(reviewer.get("/models/churn/").content.decode())
+
+    names = {trace["name"] for trace in charts["volume"]["traces"] + charts["quality"]["traces"]}
+    assert "&lt;a href=\"https://evil.example/\"&gt;login&lt;/a&gt;" in names
+    assert not any("<a" in name for name in names)
+
 
 def test_the_overview_lists_every_model_with_its_figures(api: ApiClient, reviewer: ApiClient) -> None:
     seed_dashboard_data(api, hours=30, per_hour=8)
