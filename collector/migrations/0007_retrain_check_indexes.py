@@ -2,19 +2,23 @@
 
 from django.db import migrations, models
 
+from collector.migration_operations import AddIndexConcurrently
+
 
 class Migration(migrations.Migration):
+    # The predictions table keeps taking writes while these are built (CONCURRENTLY on PostgreSQL).
+    atomic = False
 
     dependencies = [
         ('collector', '0006_hourly_rollups'),
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='prediction',
             index=models.Index(condition=models.Q(('actual_recorded_at__isnull', False)), fields=['registered_model', 'actual_recorded_at'], name='prediction_model_outcomes'),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='prediction',
             index=models.Index(condition=models.Q(('training_label_at__isnull', False)), fields=['registered_model', 'training_label_at'], name='prediction_model_labels'),
         ),

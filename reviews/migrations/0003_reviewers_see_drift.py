@@ -29,7 +29,7 @@ def revoke(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("reviews", "0002_reviewers_group"),
-        ("collector", "0008_drift"),
+        ("collector", "0009_drift_watermark_and_confidence_backfill"),
     ]
 
     operations = [migrations.RunPython(grant, revoke)]
