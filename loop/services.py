@@ -490,15 +490,15 @@ def _rival(
     train_targets: np.ndarray,
     policy: RetrainPolicy,
 ) -> tuple[str, list, float]:
-    """What the candidate must beat: the champion on the same holdout, else (or if it cannot load) a baseline."""
+    """What the candidate must beat: the champion on the same holdout, else (when it cannot load, or cannot read
+    inputs whose form has changed since it was trained) a baseline."""
     if champion is not None:
         try:
             champion_trainer = _trainer_of(champion, task_type)
-        except Exception as error:  # noqa: BLE001 - an unloadable champion must not block every future run
-            logger.warning("Champion %s could not be loaded: %s", champion.version, error)
-            champion_trainer = None
-        if champion_trainer is not None:
-            return f"champion {champion.version}", champion_trainer.predict(inputs), policy.min_improvement
+            if champion_trainer is not None:
+                return f"champion {champion.version}", champion_trainer.predict(inputs), policy.min_improvement
+        except Exception as error:  # noqa: BLE001 - a champion that cannot compete must not block every future run
+            logger.warning("Champion %s cannot be scored on the holdout: %s", champion.version, error)
     baseline = baseline_predictions(task_type=task_type, train_targets=train_targets, count=len(inputs))
     return "the trivial baseline", baseline, 0.0
 

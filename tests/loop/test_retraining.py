@@ -95,6 +95,20 @@ def test_seed_001_threshold_of_five_two_examples_retrain_nothing_five_do(
     assert run.candidate_version is not None and "on 1 held-out examples" in run.decision
 
 
+def test_a_champion_that_cannot_read_the_new_inputs_is_replaced_not_blocking(seed_model) -> None:
+    store_examples(seed_model, separable(40))
+    old = train_now(seed_model).candidate_version
+    LabelledExample.objects.all().delete()
+    rng = random.Random(3)
+    wider = [[rng.random(), rng.random(), rng.random()] for _ in range(60)]  # clients now send three numbers
+    store_examples(seed_model, [{"input": row, "target": int(row[0] + row[1] > 1)} for row in wider])
+
+    run = train_now(seed_model)
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert "the trivial baseline" in run.decision and services.current_champion(seed_model) != old
+
+
 def test_a_promotion_records_the_champions_drift_reference(seed_model) -> None:
     from collector.models import DriftReference
 
