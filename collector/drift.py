@@ -343,14 +343,20 @@ def drift_check_all(*, now: datetime | None = None, force: bool = False) -> list
         if check is not None:
             checks.append(check)
     DriftCheck.objects.filter(created_at__lt=now - KEEP_CHECKS).delete()
-    longest = max([24, *(policy.window_hours for policy in policies.values())])
-    DriftWindowHour.objects.filter(hour__lt=_hour(now) - timedelta(hours=longest)).delete()
+    DriftWindowHour.objects.filter(hour__lt=_oldest_window_hour(now, policies)).delete()
     return checks
+
+
+def _oldest_window_hour(now: datetime, policies: dict[int, DriftPolicy]) -> datetime:
+    """The first hour any policy's window still reaches; older window hours are of no use."""
+    longest = max([24, *(policy.window_hours for policy in policies.values())])
+    return _hour(now) - timedelta(hours=longest)
 
 
 def drift_window_recount(*, model_version: ModelVersion) -> int:
     """Recount a version's hourly windows from its stored predictions up to the watermark (after rows were
-    loaded around the services, or to verify the incremental counts); returns the number of predictions counted."""
+    loaded around the services, or to verify the incremental counts), over the hours a window can still reach;
+    returns the number of predictions counted."""
     reference = DriftReference.objects.filter(model_version=model_version).first()
     if reference is None:
         return 0
@@ -360,7 +366,10 @@ def drift_window_recount(*, model_version: ModelVersion) -> int:
         through = DriftWatermark.objects.select_for_update().get(pk=1).last_prediction_id
         DriftWindowHour.objects.filter(model_version=model_version).delete()
         rows = Prediction.objects.filter(
-            model_version=model_version, pk__gt=reference.through_prediction_id, pk__lte=through
+            model_version=model_version,
+            pk__gt=reference.through_prediction_id,
+            pk__lte=through,
+            created_at__gte=_oldest_window_hour(timezone.now(), _policies()),
         ).order_by("pk")
         counted = 0
         chunk: list[tuple] = []
