@@ -1,11 +1,11 @@
 """The dashboard in headless Chromium: a reviewer logs in and sees every chart drawn with data."""
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
 from tests.conftest import ApiClient
-from tests.e2e.test_reviewer_browser import ARTIFACTS, chromium_page, chromium_path  # noqa: F401 - a fixture
+from tests.e2e.test_reviewer_browser import ARTIFACTS, chromium_page, chromium_path, reviewers_group  # noqa: F401
 from tests.loop.dashboard_data import seed_dashboard_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -16,7 +16,7 @@ CHARTS = ("quality", "latency", "volume", "feedback", "drift", "retrains")
 @pytest.fixture
 def seeded(api_key) -> None:
     seed_dashboard_data(ApiClient(api_key[1]))
-    User.objects.create_user("rita", password=PASSWORD, is_staff=True).groups.add(Group.objects.get(name="Reviewers"))
+    User.objects.create_user("rita", password=PASSWORD, is_staff=True).groups.add(reviewers_group())
 
 
 def log_in(page: Page, base: str) -> None:

@@ -84,7 +84,7 @@ def world() -> dict[str, Any]:
     Instruction.objects.create(registered_model=model, version=1, content="Be brief.", is_active=True)
     ReviewTask.objects.create(registered_model=model, pattern_key="interaction:x", suggested_action="review")
     run = TrainingRun.objects.create(registered_model=model, trigger="api")
-    scoped_key, scoped_raw = api_key_create(name="own-model-only", model_names=["own-model"])
+    _, scoped_raw = api_key_create(name="own-model-only", model_names=["own-model"])
     revoked_key, revoked_raw = api_key_create(name="revoked")
     api_key_revoke(api_key=revoked_key)
     return {

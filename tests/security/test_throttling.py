@@ -3,10 +3,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from django.core.cache import cache
 
 from collector.models import ApiKey, Feedback, Prediction
@@ -110,10 +112,8 @@ def test_web_processes_on_one_machine_share_the_counts(api: ApiClient, api_key: 
 
 
 @pytest.fixture
-def redis_cache(settings: Any) -> None:
+def redis_cache(settings: Any) -> Iterator[None]:
     """The cache on a real Redis (database 14, emptied first); skipped when none runs, except in CI."""
-    import redis
-
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
         client.flushdb()
@@ -124,7 +124,6 @@ def redis_cache(settings: Any) -> None:
     redis_backend = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
     settings.CACHES = {"default": {**settings.CACHES["default"], **redis_backend}}
     yield
-    client.flushdb()
     client.close()
 
 
