@@ -51,3 +51,19 @@ def test_check_deploy_fails_when_production_settings_are_missing(
 
     assert result.returncode != 0
     assert check_id in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"FEEDBACKHUB_WRITE_RATE": "lots"}, "FEEDBACKHUB_WRITE_RATE must look like 6000/min"),
+        ({"CACHE_URL": "memcached://cache:11211"}, "CACHE_URL must be a redis://, rediss://, file:/// or locmem://"),
+    ],
+)
+def test_a_bad_throttle_setting_stops_start_up_with_its_name(
+    tmp_path: Path, overrides: dict[str, str], message: str
+) -> None:
+    result = run_check_deploy(tmp_path, **overrides)
+
+    assert result.returncode != 0
+    assert message in result.stderr
