@@ -183,7 +183,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             super().save_related(request, form, formsets, change)
 
-    @admin.action(description="Revoke the selected API keys")
+    @admin.action(description="Revoke the selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         revoked = sum(api_key_revoke(api_key=api_key) for api_key in queryset)
         self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)

@@ -5,8 +5,11 @@ stops the process at start-up instead of silently falling back to a default.
 """
 
 import os
+import re
 import secrets
 from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -51,6 +54,52 @@ def env_mapping(name: str, default: str) -> dict[str, str]:
             raise ImproperlyConfigured(f"{name} is a comma-separated list of name=value pairs, got {item!r}")
         mapping[key.strip()] = value.strip()
     return mapping
+
+
+class Rate(NamedTuple):
+    """At most `requests` in each window of `seconds` (DRF's rate syntax: `6000/min`)."""
+
+    requests: int
+    seconds: int
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$")
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(name: str, raw: str) -> Rate | None:
+    """`N/period` (s, min, hour, day) as a Rate; `off` for no limit."""
+    if raw.strip().lower() == "off":
+        return None
+    match = _RATE.match(raw.lower())
+    if match is None or int(match[1]) < 1:
+        raise ImproperlyConfigured(f"{name} must look like 6000/min (per s, min, hour or day) or be off, got {raw!r}")
+    return Rate(int(match[1]), _PERIODS[match[2][0]])
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate (see parse_rate), checked here so a bad one stops the process at start-up."""
+    raw = os.environ.get(name, default).strip()
+    parse_rate(name, raw)
+    return raw
+
+
+def env_cache(name: str, default_dir: Path) -> dict[str, Any]:
+    """A Django cache from a URL: `redis://` or `rediss://` (shared by every machine), `file:///path`
+    (every process of one machine), `locmem://` (one process only). Empty: a file cache in `default_dir`."""
+    raw = os.environ.get(name, "").strip()
+    url = urlsplit(raw)
+    scheme = url.scheme if raw else "file"
+    if scheme in ("redis", "rediss"):
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": raw}
+    if scheme == "file":
+        location = url.path if raw else str(default_dir)
+        if url.netloc or not location.startswith("/"):
+            raise ImproperlyConfigured(f"{name} needs an absolute path (file:///var/cache/feedbackhub), got {raw!r}")
+        return {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": location}
+    if scheme == "locmem":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    raise ImproperlyConfigured(f"{name} must be a redis://, rediss://, file:/// or locmem:// URL, got {raw!r}")
 
 
 def generated_secret(path: Path) -> str:

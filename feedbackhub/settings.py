@@ -7,7 +7,7 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from feedbackhub.env import env_bool, env_int, env_list, env_mapping, env_str, generated_secret
+from feedbackhub.env import env_bool, env_cache, env_int, env_list, env_mapping, env_rate, env_str, generated_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FEEDBACKHUB_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -111,6 +111,10 @@ DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 DATABASES = {"default": _database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The cache holds the write throttle's counters, so it must be one that every web process sees: by default files
+# under var/cache/ (the processes of one machine); with web processes on several machines, CACHE_URL=redis://...
+CACHES = {"default": {**env_cache("CACHE_URL", VAR_DIR / "cache"), "KEY_PREFIX": "feedbackhub"}}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -156,6 +160,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["loop.api.throttling.WriteRateThrottle"],
     "EXCEPTION_HANDLER": "feedbackhub.api_errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -225,6 +230,9 @@ FEEDBACKHUB_MAX_BODY_BYTES = env_int("FEEDBACKHUB_MAX_BODY_BYTES", str(5 * 1024 
 DATA_UPLOAD_MAX_MEMORY_SIZE = FEEDBACKHUB_MAX_BODY_BYTES
 FEEDBACKHUB_WINDOW_OUTCOMES = env_int("FEEDBACKHUB_WINDOW_OUTCOMES", "1000", minimum=1)
 FEEDBACKHUB_METRICS_TOKEN = env_str("FEEDBACKHUB_METRICS_TOKEN", "")
+# Writes (POST and the like) per API key; over it a request gets a 429 with Retry-After. Reads are not limited.
+# Generous by default: a guard against a runaway client, not a quota. `off` turns it off.
+FEEDBACKHUB_WRITE_RATE = env_rate("FEEDBACKHUB_WRITE_RATE", "60000/min")
 # Trainer plug-ins by name (see loop/trainers.py for the protocol); add your own with
 # FEEDBACKHUB_TRAINERS="torch=mypackage.trainers.TorchTrainer,other=...".
 FEEDBACKHUB_TRAINERS = {

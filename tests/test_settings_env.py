@@ -5,7 +5,17 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from feedbackhub.env import env_bool, env_int, env_list, env_mapping, generated_secret
+from feedbackhub.env import (
+    Rate,
+    env_bool,
+    env_cache,
+    env_int,
+    env_list,
+    env_mapping,
+    env_rate,
+    generated_secret,
+    parse_rate,
+)
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("true", True), ("False", False), ("1", True), ("off", False)])
@@ -51,3 +61,50 @@ def test_the_generated_secret_is_private_and_reused(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert generated_secret(path) == first
     assert [p.name for p in path.parent.iterdir()] == ["secret_key"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("6000/min", Rate(6000, 60)), ("10/s", Rate(10, 1)), (" 5 / hour ", Rate(5, 3600)), ("1/day", Rate(1, 86400))],
+)
+def test_rates_use_drfs_syntax(raw: str, expected: Rate) -> None:
+    assert parse_rate("SOME_RATE", raw) == expected
+
+
+def test_a_rate_can_be_off() -> None:
+    assert parse_rate("SOME_RATE", "OFF") is None
+
+
+@pytest.mark.parametrize("raw", ["6000", "0/min", "10/week", "ten/min", "-1/s", ""])
+def test_a_bad_rate_stops_start_up(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("SOME_RATE", raw)
+    with pytest.raises(ImproperlyConfigured, match="SOME_RATE must look like 6000/min"):
+        env_rate("SOME_RATE", "100/min")
+
+
+def test_the_cache_is_a_file_cache_under_the_var_dir_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOME_CACHE", raising=False)
+    cache = env_cache("SOME_CACHE", Path("/srv/var/cache"))
+    assert cache == {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": "/srv/var/cache"}
+
+
+@pytest.mark.parametrize(
+    ("url", "backend", "location"),
+    [
+        ("redis://redis:6379/1", "django.core.cache.backends.redis.RedisCache", "redis://redis:6379/1"),
+        ("rediss://:secret@redis:6380/0", "django.core.cache.backends.redis.RedisCache", "rediss://:secret@redis:6380/0"),
+        ("file:///var/cache/fbh", "django.core.cache.backends.filebased.FileBasedCache", "/var/cache/fbh"),
+        ("locmem://", "django.core.cache.backends.locmem.LocMemCache", None),
+    ],
+)
+def test_cache_urls(monkeypatch: pytest.MonkeyPatch, url: str, backend: str, location: str | None) -> None:
+    monkeypatch.setenv("SOME_CACHE", url)
+    cache = env_cache("SOME_CACHE", Path("/unused"))
+    assert (cache["BACKEND"], cache.get("LOCATION")) == (backend, location)
+
+
+@pytest.mark.parametrize("url", ["memcached://cache:11211", "file://relative/path", "redis"])
+def test_an_unusable_cache_url_stops_start_up(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("SOME_CACHE", url)
+    with pytest.raises(ImproperlyConfigured, match="SOME_CACHE"):
+        env_cache("SOME_CACHE", Path("/unused"))

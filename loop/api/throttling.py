@@ -1,0 +1,53 @@
+"""A per-API-key limit on writes, counted in the shared cache so that every web process sees the same count."""
+
+import math
+import time
+from functools import cache as memoize
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.exceptions import Throttled
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from collector.models import ApiKey
+from feedbackhub.env import Rate, parse_rate
+
+
+@memoize
+def _write_rate(raw: str) -> Rate | None:
+    return parse_rate("FEEDBACKHUB_WRITE_RATE", raw)
+
+
+def write_hit(*, key_prefix: str, rate: Rate, now: float) -> int:
+    """Count one write of the key in the current window: 0 when it is allowed, else the seconds until the next window.
+
+    Fixed windows aligned on the clock: one counter per key and window, incremented atomically on Redis (on the
+    file cache two processes racing may both read the same count, so the limit is approximate there).
+    """
+    window = int(now // rate.seconds)
+    counter = f"throttle:write:{key_prefix}:{window}"
+    try:
+        count = cache.incr(counter)
+    except ValueError:  # the window's first write
+        count = 1 if cache.add(counter, 1, timeout=rate.seconds + 1) else cache.incr(counter)
+    if count <= rate.requests:
+        return 0
+    return max(1, math.ceil((window + 1) * rate.seconds - now))
+
+
+class WriteRateThrottle(BaseThrottle):
+    """FEEDBACKHUB_WRITE_RATE writes per API key. Permissions run first, so only accepted keys are counted."""
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        rate = _write_rate(settings.FEEDBACKHUB_WRITE_RATE)
+        if rate is None or request.method in SAFE_METHODS or not isinstance(request.auth, ApiKey):
+            return True
+        wait = write_hit(key_prefix=request.auth.prefix, rate=rate, now=time.time())
+        if wait:
+            # Raised here rather than returned as False, so the error names the limit, not only the wait.
+            limit = settings.FEEDBACKHUB_WRITE_RATE
+            raise Throttled(wait, f"This API key sent more than {limit} writes (FEEDBACKHUB_WRITE_RATE).")
+        return True
