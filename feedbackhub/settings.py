@@ -174,6 +174,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "loop.api.schema.document_errors"],
 }
 
 # Celery: the default broker is kombu's filesystem transport under var/, so `make run` needs no server.

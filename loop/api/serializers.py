@@ -337,6 +337,18 @@ class PredictOutSerializer(serializers.Serializer):
     version = serializers.CharField()
 
 
+class LabelQueueItemSerializer(serializers.Serializer):
+    prediction_id = serializers.IntegerField()
+    score = serializers.FloatField()
+    uncertainty = serializers.FloatField()
+    disagreement = serializers.FloatField()
+    drift = serializers.FloatField()
+    reasons = serializers.ListField(child=serializers.CharField())
+    input = AnyJSONField()
+    prediction = AnyJSONField()
+    created_at = serializers.DateTimeField()
+
+
 class TrainingRunSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="registered_model.name")
     candidate_version = serializers.CharField(source="candidate_version.version", allow_null=True, default=None)
