@@ -61,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "feedbackhub.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "feedbackhub.urls"
