@@ -200,6 +200,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", "1800", minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 60)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Tasks are published from inside HTTP requests (a retrain trigger after a write): with the broker down, a publish
+# gives up after about a second (connect timeout, then two quick retries). The run stays queued, marked, and the
+# beat's next retrain check sends it again; workers and beat keep retrying their own connections meanwhile.
+CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+if CELERY_BROKER_URL.startswith(("redis:", "rediss:")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 1.0}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # How often the beat looks for models due a retrain (threshold or schedule) and for runs whose worker died.
 FEEDBACKHUB_RETRAIN_CHECK_SECONDS = env_int("FEEDBACKHUB_RETRAIN_CHECK_SECONDS", "60", minimum=1)

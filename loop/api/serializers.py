@@ -358,7 +358,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         fields = [
             "id", "model", "status", "trigger", "created_at", "started_at", "finished_at", "duration_seconds",
             "train_count", "holdout_count", "dataset_sha256", "metric", "candidate_score", "champion_score",
-            "promoted", "candidate_version", "decision", "error",
+            "promoted", "candidate_version", "decision", "error", "dispatched_at", "dispatch_error",
         ]  # fmt: skip
 
 
