@@ -92,10 +92,12 @@ def _database_from_url(url: str) -> dict:
         # SQLite allows one writer at a time: IMMEDIATE takes the write lock when a transaction starts
         # (no upgrade deadlocks), WAL lets readers go on meanwhile, and the timeout queues writers.
         config["CONN_MAX_AGE"] = 0
+        # Past the busy timeout a write answers 503 (the lock is held elsewhere); gunicorn's timeout is longer.
+        busy = env_int("FEEDBACKHUB_SQLITE_BUSY_SECONDS", "30", minimum=1)
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
-            "timeout": 30,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+            "timeout": busy,
+            "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout={busy * 1000};",
         }
         # Tests use a file too (not Django's in-memory default), so they see the same locking as production.
         config["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}

@@ -5,6 +5,7 @@ proxy in front of the server, cut mid-way (this one runs in the PostgreSQL pass 
 
 import json
 import shutil
+import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -92,6 +93,29 @@ def test_a_sqlite_file_that_cannot_be_opened_is_a_503_and_nothing_is_written(var
         server.stop()
         if database.is_dir():
             shutil.rmtree(database)
+
+
+def test_a_sqlite_lock_held_past_the_busy_timeout_is_a_503_and_nothing_is_written(
+    var_dir: Path, tmp_path: Path
+) -> None:
+    key = manage(var_dir, "create_api_key", "sqlite-lock").strip().splitlines()[-1]
+    server = gunicorn_start(var_dir, tmp_path / "gunicorn.log", FEEDBACKHUB_SQLITE_BUSY_SECONDS="1")
+    holder = sqlite3.connect(var_dir / "db.sqlite3", isolation_level=None)
+    try:
+        before = holder.execute("SELECT COUNT(*) FROM collector_prediction").fetchone()[0]
+        holder.execute("BEGIN EXCLUSIVE")  # a backup or a stuck writer elsewhere
+
+        status, headers, answer = call(server, "POST", "/api/v1/predictions/", key, batch("locked"))
+        assert (status, answer["error"]["code"]) == (503, "unavailable"), (answer, server.log()[-3000:])
+        assert int(headers["Retry-After"]) > 0
+
+        holder.execute("ROLLBACK")
+        assert holder.execute("SELECT COUNT(*) FROM collector_prediction").fetchone()[0] == before
+        status, _, answer = call(server, "POST", "/api/v1/predictions/", key, batch("locked"))
+        assert (status, answer["created"]) == (201, 5)
+    finally:
+        holder.close()
+        server.stop()
 
 
 @pytest.mark.django_db(transaction=True)
