@@ -1,6 +1,7 @@
 """Helpers of the fault tests: a gunicorn process of the hub on its own, and a TCP proxy that can be cut."""
 
 import contextlib
+import signal
 import socket
 import subprocess
 import threading
@@ -10,32 +11,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.test_stack import PYTHON, REPO_DIR, START_TIMEOUT, child_env, free_port
+from tests.e2e.test_stack import PYTHON, REPO_DIR, START_TIMEOUT, RunningStack, child_env, free_port
 
 
-@dataclass
-class Gunicorn:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    port: int
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=20)
-
-
-def gunicorn_start(var_dir: Path, log_path: Path, **env: str) -> Gunicorn:
+def gunicorn_start(var_dir: Path, log_path: Path, **env: str) -> RunningStack:
     """One gunicorn worker serving the hub with the given environment; returns once it answers."""
     port = free_port()
     with log_path.open("wb") as log:
@@ -44,7 +23,7 @@ def gunicorn_start(var_dir: Path, log_path: Path, **env: str) -> Gunicorn:
              "--workers", "1", "--timeout", "120"],
             cwd=REPO_DIR, env=child_env(var_dir, port, **env), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    server = Gunicorn(process=process, log_path=log_path, port=port)
+    server = RunningStack(process=process, log_path=log_path, port=port)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         assert process.poll() is None, f"gunicorn exited:\n{server.log()}"
@@ -55,7 +34,7 @@ def gunicorn_start(var_dir: Path, log_path: Path, **env: str) -> Gunicorn:
             return server
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.2)
-    server.stop()
+    server.stop(signal.SIGKILL)
     raise AssertionError(f"gunicorn did not answer within {START_TIMEOUT} s:\n{server.log()}")
 
 

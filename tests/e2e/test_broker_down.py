@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.e2e.test_retrain_worker import champion_of, post, register_with_stored_examples, separable, wait_for
+from tests.e2e.test_retrain_worker import (
+    champion_of,
+    post,
+    register_with_stored_examples,
+    runs_of,
+    separable,
+    wait_for,
+)
 from tests.e2e.test_stack import StartStack, free_port, manage
 
 pytestmark = [pytest.mark.slow]
@@ -66,18 +73,6 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def runs_with_dispatch(var_dir: Path, name: str) -> list[dict]:
-    with sqlite3.connect(var_dir / "db.sqlite3") as database:
-        database.row_factory = sqlite3.Row
-        rows = database.execute(
-            "SELECT run.id, run.status, run.trigger, run.promoted, run.dispatched_at, run.dispatch_error"
-            " FROM loop_trainingrun run JOIN collector_registeredmodel model ON model.id = run.registered_model_id"
-            " WHERE model.name = ? ORDER BY run.id",
-            (name,),
-        ).fetchall()
-    return [dict(row) for row in rows]
-
-
 def stored_counts(var_dir: Path, name: str) -> tuple[int, int, int]:
     with sqlite3.connect(var_dir / "db.sqlite3") as database:
         return database.execute(
@@ -120,14 +115,14 @@ def test_ingestion_works_with_the_broker_down_and_the_trigger_is_delivered_when_
     assert timed_post(f"{base}/api/v1/models/{name}/examples/", key, separable(5, seed=10)) == 201  # absorbed
 
     assert stored_counts(var_dir, name) == (10, 10, 45)
-    [run] = runs_with_dispatch(var_dir, name)
+    [run] = runs_of(var_dir, name)
     assert (run["status"], run["trigger"], run["dispatched_at"]) == ("queued", "threshold", None)
     assert "could not reach the Celery broker" in run["dispatch_error"]
 
     own_redis.start()  # the same port: the worker and the beat reconnect by themselves
 
     def finished() -> list[dict] | None:
-        runs = runs_with_dispatch(var_dir, name)
+        runs = runs_of(var_dir, name)
         return runs if runs and runs[0]["status"] in ("succeeded", "failed") else None
 
     runs = wait_for(stack, "the queued run to be sent, trained and promoted", finished, timeout=120)

@@ -5,6 +5,7 @@ proxy in front of the server, cut mid-way (this one runs in the PostgreSQL pass 
 
 import json
 import shutil
+import signal
 import sqlite3
 import urllib.error
 import urllib.request
@@ -15,13 +16,13 @@ from django.db import connection
 
 from collector.models import Prediction
 from collector.services import api_key_create
-from tests.e2e.gunicorn_proxy import Gunicorn, TcpProxy, gunicorn_start
-from tests.e2e.test_stack import http_get, manage, scraped_value
+from tests.e2e.gunicorn_proxy import TcpProxy, gunicorn_start
+from tests.e2e.test_stack import RunningStack, http_get, manage, scraped_value
 
 pytestmark = [pytest.mark.slow]
 
 
-def call(server: Gunicorn, method: str, path: str, key: str, body: object = None) -> tuple[int, dict, object]:
+def call(server: RunningStack, method: str, path: str, key: str, body: object = None) -> tuple[int, dict, object]:
     request = urllib.request.Request(  # noqa: S310 - loopback
         f"{server.base_url}{path}",
         method=method,
@@ -42,7 +43,7 @@ def batch(prefix: str) -> list[dict]:
     ]
 
 
-def assert_unavailable(server: Gunicorn, key: str) -> None:
+def assert_unavailable(server: RunningStack, key: str) -> None:
     """Writes and reads answer 503 with Retry-After and the one error shape; /metrics answers without models."""
     for method, path, body in (
         ("POST", "/api/v1/predictions/", batch("during")),
@@ -61,7 +62,7 @@ def assert_unavailable(server: Gunicorn, key: str) -> None:
     assert "model_predictions_total" not in metrics
 
 
-def assert_serves_again(server: Gunicorn, key: str) -> None:
+def assert_serves_again(server: RunningStack, key: str) -> None:
     status, _, answer = call(server, "POST", "/api/v1/predictions/", key, batch("during"))
     assert (status, answer["created"]) == (201, 5)  # the batch refused during the outage left nothing behind
     status, _, metrics = http_get(f"{server.base_url}/metrics")
@@ -90,7 +91,7 @@ def test_a_sqlite_file_that_cannot_be_opened_is_a_503_and_nothing_is_written(var
         assert_serves_again(server, key)
         assert server.process.poll() is None
     finally:
-        server.stop()
+        server.stop(signal.SIGTERM)
         if database.is_dir():
             shutil.rmtree(database)
 
@@ -115,7 +116,7 @@ def test_a_sqlite_lock_held_past_the_busy_timeout_is_a_503_and_nothing_is_writte
         assert (status, answer["created"]) == (201, 5)
     finally:
         holder.close()
-        server.stop()
+        server.stop(signal.SIGTERM)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -141,5 +142,5 @@ def test_a_postgresql_server_gone_mid_way_is_a_503_and_nothing_is_written(var_di
         assert Prediction.objects.count() == 6
         assert server.process.poll() is None
     finally:
-        server.stop()
+        server.stop(signal.SIGTERM)
         proxy.cut()
