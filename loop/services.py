@@ -149,11 +149,11 @@ def _dispatch(run: TrainingRun) -> None:
         retrain.delay(run.pk)
     except Exception as error:  # noqa: BLE001 - kombu raises its own and the transport's errors
         logger.warning("Training run %s is queued but the Celery broker is unreachable: %s", run.pk, error)
-        TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            dispatch_error=f"could not reach the Celery broker ({error}); the next retrain check sends it again"
-        )
+        run.dispatch_error = f"could not reach the Celery broker ({error}); the next retrain check sends it again"
+        TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(dispatch_error=run.dispatch_error)
         return
-    TrainingRun.objects.filter(pk=run.pk).update(dispatched_at=timezone.now(), dispatch_error="")
+    run.dispatched_at, run.dispatch_error = timezone.now(), ""  # the caller's copy answers the API with it
+    TrainingRun.objects.filter(pk=run.pk).update(dispatched_at=run.dispatched_at, dispatch_error="")
 
 
 def training_runs_dispatch_undelivered() -> int:
