@@ -5,10 +5,12 @@ survive restarts. Under gunicorn, PROMETHEUS_MULTIPROC_DIR makes the request met
 """
 
 import hmac
+import logging
 import os
 from collections.abc import Iterator
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -17,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from collector import selectors
 
+logger = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 VERSION_LABELS = ["model", "version"]
 
@@ -224,11 +227,31 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         response = HttpResponse("Send 'Authorization: Bearer <FEEDBACKHUB_METRICS_TOKEN>'.\n", status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
+    try:
+        body = _exposition(QualityCollector(), DriftCollector(), _DatabaseUp(1))
+    except (OperationalError, InterfaceError) as error:
+        # The process' own request and error counters still tell Prometheus what clients meet meanwhile.
+        logger.warning("/metrics without model series: the database is unavailable: %s", error)
+        body = _exposition(_DatabaseUp(0))
+    return HttpResponse(body, content_type=CONTENT_TYPE)
+
+
+class _DatabaseUp(Collector):
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "feedbackhub_database_up", "1 when this scrape could read the database, else 0.", value=self.value
+        )
+
+
+def _exposition(*collectors: Collector) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
     else:
         registry.register(_ThisProcess())
-    registry.register(QualityCollector())
-    registry.register(DriftCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE)
+    for collector in collectors:
+        registry.register(collector)
+    return generate_latest(registry)

@@ -16,6 +16,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from feedbackhub.errors import DomainError, FieldProblem, problems_summary
 
 API_PATH_PREFIXES = ("/api/", "/log-feedback", "/feedback")
+# What a client should wait before retrying when the database is unreachable.
+RETRY_AFTER_SECONDS = 5
 
 
 def error_body(status: int, code: str, message: str, problems: Sequence[FieldProblem] = ()) -> dict[str, Any]:
@@ -90,3 +92,13 @@ def server_error(request: HttpRequest) -> HttpResponse:
         body = error_body(500, "server_error", "The server failed; the error is logged. Try again later.")
         return JsonResponse(body, status=500)
     return defaults.server_error(request)
+
+
+def database_unavailable(request: HttpRequest) -> HttpResponse:
+    message = f"The database is unreachable; nothing was written. Try again in {RETRY_AFTER_SECONDS} seconds."
+    if _is_api_path(request):
+        response: HttpResponse = JsonResponse(error_body(503, "unavailable", message), status=503)
+    else:
+        response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response

@@ -1,9 +1,13 @@
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from feedbackhub.api_errors import error_body
+from feedbackhub.api_errors import database_unavailable, error_body
+
+logger = logging.getLogger(__name__)
 
 
 class BodySizeLimitMiddleware:
@@ -26,3 +30,24 @@ class BodySizeLimitMiddleware:
             message = f"The request body is {int(declared)} bytes; the limit is {limit} (FEEDBACKHUB_MAX_BODY_BYTES)."
             return JsonResponse(error_body(413, "too_large", message), status=413)
         return self.get_response(request)
+
+
+class DatabaseUnavailableMiddleware:
+    """Answer 503 with Retry-After, not a 500, when the database cannot be reached (down, refusing connections,
+    a file that cannot be opened, a lock held past the busy timeout). The write in progress was inside a
+    transaction, so nothing of it is stored; the next request connects afresh.
+
+    Last in MIDDLEWARE, so its process_exception sees a view's exception first (DRF re-raises what its handler
+    does not know)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logger.warning("The database is unavailable (%s %s): %s", request.method, request.path, exception)
+        return database_unavailable(request)

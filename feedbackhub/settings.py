@@ -61,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "feedbackhub.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "feedbackhub.urls"
@@ -91,10 +92,12 @@ def _database_from_url(url: str) -> dict:
         # SQLite allows one writer at a time: IMMEDIATE takes the write lock when a transaction starts
         # (no upgrade deadlocks), WAL lets readers go on meanwhile, and the timeout queues writers.
         config["CONN_MAX_AGE"] = 0
+        # Past the busy timeout a write answers 503 (the lock is held elsewhere); gunicorn's timeout is longer.
+        busy = env_int("FEEDBACKHUB_SQLITE_BUSY_SECONDS", "30", minimum=1)
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
-            "timeout": 30,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+            "timeout": busy,
+            "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout={busy * 1000};",
         }
         # Tests use a file too (not Django's in-memory default), so they see the same locking as production.
         config["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
@@ -179,6 +182,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "loop.api.schema.document_errors"],
 }
 
 # Celery: the default broker is kombu's filesystem transport under var/, so `make run` needs no server.
@@ -203,6 +207,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", "1800", minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 60)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Tasks are published from inside HTTP requests (a retrain trigger after a write): with the broker down, a publish
+# gives up after about a second (connect timeout, then two quick retries). The run stays queued, marked, and the
+# beat's next retrain check sends it again; workers and beat keep retrying their own connections meanwhile.
+CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+if CELERY_BROKER_URL.startswith(("redis:", "rediss:")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 1.0}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # How often the beat looks for models due a retrain (threshold or schedule) and for runs whose worker died.
 FEEDBACKHUB_RETRAIN_CHECK_SECONDS = env_int("FEEDBACKHUB_RETRAIN_CHECK_SECONDS", "60", minimum=1)

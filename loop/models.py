@@ -128,6 +128,11 @@ class TrainingRun(models.Model):
         help_text="Failed because its worker stopped mid-run; it does not count as the model's last run.",
     )
     duration_seconds = models.FloatField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When the broker accepted its task.")
+    dispatch_error = models.TextField(
+        blank=True,
+        help_text="Why its task could not be sent to the broker yet; the next retrain check sends it again.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -142,15 +142,27 @@ def retrain_request(
 
 
 def _dispatch(run: TrainingRun) -> None:
+    """Send the run's task. With the broker down the run stays queued, marked, and the beat's next retrain check
+    sends it again: the trigger is neither lost nor blocking (the publish gives up within about a second)."""
     from loop.tasks import retrain
 
     try:
         retrain.delay(run.pk)
-    except Exception as error:  # noqa: BLE001 - the broker is down: fail the run so it does not block the next
-        logger.exception("Could not queue training run %s", run.pk)
-        TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.FAILED, error=f"could not reach the Celery broker: {error}", finished_at=timezone.now()
-        )
+    except Exception as error:  # noqa: BLE001 - kombu raises its own and the transport's errors
+        logger.warning("Training run %s is queued but the Celery broker is unreachable: %s", run.pk, error)
+        run.dispatch_error = f"could not reach the Celery broker ({error}); the next retrain check sends it again"
+        TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(dispatch_error=run.dispatch_error)
+        return
+    run.dispatched_at, run.dispatch_error = timezone.now(), ""  # the caller's copy answers the API with it
+    TrainingRun.objects.filter(pk=run.pk).update(dispatched_at=run.dispatched_at, dispatch_error="")
+
+
+def training_runs_dispatch_undelivered() -> int:
+    """Send again the queued runs whose task could not reach the broker."""
+    undelivered = list(TrainingRun.objects.filter(status=RunStatus.QUEUED).exclude(dispatch_error=""))
+    for run in undelivered:
+        _dispatch(run)
+    return len(undelivered)
 
 
 def _last_run_start(registered_model: RegisteredModel) -> datetime | None:
@@ -284,15 +296,22 @@ def training_runs_fail_stale() -> int:
     )
     # A queue may legitimately wait behind other models' runs, each bounded by the task time limit.
     queue_given_up = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
-    never_started = TrainingRun.objects.filter(status=RunStatus.QUEUED, created_at__lt=queue_given_up).update(
+    # A run the broker has not accepted yet is sent again by each check instead (see _dispatch).
+    never_started = TrainingRun.objects.filter(
+        Q(dispatched_at__lt=queue_given_up) | Q(dispatched_at__isnull=True, created_at__lt=queue_given_up),
+        status=RunStatus.QUEUED,
+        dispatch_error="",
+    ).update(
         status=RunStatus.FAILED, error="no worker picked the run up (is a Celery worker running?)", finished_at=now
     )
     return died + never_started
 
 
 def retrain_due_models() -> list[TrainingRun]:
-    """Beat: fail runs whose worker died, then queue a run for every model with enough new labelled examples."""
+    """Beat: fail runs whose worker died, send again the runs the broker did not take, then queue a run for every
+    model with enough new labelled examples."""
     training_runs_fail_stale()
+    training_runs_dispatch_undelivered()
     runs = []
     for model in RegisteredModel.objects.exclude(task_type=TaskType.GENERATIVE).order_by("pk"):
         try:

@@ -17,7 +17,7 @@ class BoundedIsoDateTimeField(IsoDateTimeField):
             in_utc = None
         if parsed is not None and (in_utc is None or not 1900 <= in_utc.year <= 9000):
             raise forms.ValidationError("Enter a date and time between the years 1900 and 9000.")
-        return parsed
+        return in_utc  # the same instant; PostgreSQL refuses UTC offsets beyond 15:59 that Python accepts
 
 
 class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):

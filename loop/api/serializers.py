@@ -337,6 +337,18 @@ class PredictOutSerializer(serializers.Serializer):
     version = serializers.CharField()
 
 
+class LabelQueueItemSerializer(serializers.Serializer):
+    prediction_id = serializers.IntegerField()
+    score = serializers.FloatField()
+    uncertainty = serializers.FloatField()
+    disagreement = serializers.FloatField()
+    drift = serializers.FloatField()
+    reasons = serializers.ListField(child=serializers.CharField())
+    input = AnyJSONField()
+    prediction = AnyJSONField()
+    created_at = serializers.DateTimeField()
+
+
 class TrainingRunSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="registered_model.name")
     candidate_version = serializers.CharField(source="candidate_version.version", allow_null=True, default=None)
@@ -346,7 +358,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         fields = [
             "id", "model", "status", "trigger", "created_at", "started_at", "finished_at", "duration_seconds",
             "train_count", "holdout_count", "dataset_sha256", "metric", "candidate_score", "champion_score",
-            "promoted", "candidate_version", "decision", "error",
+            "promoted", "candidate_version", "decision", "error", "dispatched_at", "dispatch_error",
         ]  # fmt: skip
 
 

@@ -31,17 +31,9 @@ from reviews import selectors as review_selectors
 from reviews import services as review_services
 from reviews.insights import insights_for
 
-ERRORS = {
-    code: OpenApiResponse(description=text)
-    for code, text in {
-        400: "Invalid input; `error.fields` names each bad field.",
-        401: "No API key, or an invalid or revoked one.",
-        403: "The API key may not write to this model.",
-        409: "An event_id was reused with a different body.",
-        413: "Body or batch too large.",
-        415: "The body is not JSON.",
-    }.items()
-}
+# Statuses every operation can answer (400, 401, 403, 404, 413, 415, 503) are documented for all of them, with the
+# one error shape, by loop.api.schema.document_errors; views declare only the errors particular to them.
+EVENT_ID_CONFLICT = {409: OpenApiResponse(description="An event_id was reused with a different body.")}
 
 
 class NewestFirstCursor(CursorPagination):
@@ -134,7 +126,7 @@ class PredictionsView(generics.ListAPIView):
         responses={
             201: _one_or_batch_schema("RecordedOneOrBatch", api.RecordedSerializer, api.RecordedBatchSerializer),
             200: OpenApiResponse(description="Every item was already stored (a retry)."),
-            **ERRORS,
+            **EVENT_ID_CONFLICT,
         },
     )
     def post(self, request: Request) -> Response:
@@ -170,7 +162,6 @@ class PredictionOutcomeView(APIView):
         responses={
             200: api.OutcomeResultSerializer,
             404: OpenApiResponse(description="No such prediction."),
-            **ERRORS,
         },
     )
     def post(self, request: Request, pk: int) -> Response:
@@ -195,7 +186,6 @@ class OutcomesView(APIView):
             ),
             202: OpenApiResponse(description="The prediction has not arrived yet; the outcome waits for it."),
             404: OpenApiResponse(description="No prediction with that id."),
-            **ERRORS,
         },
     )
     def post(self, request: Request) -> Response:
@@ -228,7 +218,9 @@ class FeedbackView(generics.ListAPIView):
             201: _one_or_batch_schema(
                 "FeedbackRecordedOneOrBatch", api.RecordedSerializer, api.RecordedBatchSerializer
             ),
-            **ERRORS,
+            200: OpenApiResponse(description="Every item was already stored (a retry)."),
+            404: OpenApiResponse(description="No prediction with that id."),
+            **EVENT_ID_CONFLICT,
         },
     )
     def post(self, request: Request) -> Response:
@@ -255,7 +247,7 @@ class LogFeedbackView(APIView):
         summary="Log a prediction (seed-compatible)",
         description="`latency` is in seconds. Stored like `POST /api/v1/predictions/`.",
         request=api.LogFeedbackInSerializer,
-        responses={201: api.LogFeedbackOutSerializer, 200: api.LogFeedbackOutSerializer, **ERRORS},
+        responses={201: api.LogFeedbackOutSerializer, 200: api.LogFeedbackOutSerializer, **EVENT_ID_CONFLICT},
     )
     def post(self, request: Request) -> Response:
         serializer = api.LogFeedbackInSerializer(data=request.data)
@@ -289,7 +281,7 @@ class SeedFeedbackView(APIView):
             "FEEDBACKHUB_DEFAULT_MODEL) and `version` (default `unversioned`), which must be binary."
         ),
         request=api.SeedFeedbackInSerializer,
-        responses={200: api.SeedFeedbackOutSerializer, **ERRORS},
+        responses={200: api.SeedFeedbackOutSerializer, **EVENT_ID_CONFLICT},
     )
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
@@ -370,7 +362,7 @@ class PredictionExportView(APIView):
             OpenApiParameter("labelled", bool),
             OpenApiParameter("errors_only", bool),
         ],
-        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR, **ERRORS},
+        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
     )
     def get(self, request: Request) -> StreamingHttpResponse:
         format_name = request.query_params.get("format", "csv")
@@ -441,7 +433,7 @@ class InsightsView(APIView):
             OpenApiParameter("model", str, description="One model; all models when omitted."),
             OpenApiParameter("days", int, description="Period length, 1 to 3650 (default 30)."),
         ],
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: OpenApiTypes.OBJECT, 404: OpenApiResponse(description="No model of that name.")},
     )
     def get(self, request: Request) -> Response:
         days_text = request.query_params.get("days", "30")
@@ -466,7 +458,7 @@ class ExamplesView(APIView):
         summary="Add labelled training examples (seed 001)",
         description='`{"input": ..., "target": ...}` or a list of them; they count toward the retrain threshold.',
         request=_one_or_many_schema("ExampleInOneOrMany", api.ExampleInSerializer),
-        responses={201: OpenApiTypes.OBJECT, **ERRORS},
+        responses={201: OpenApiTypes.OBJECT},
     )
     def post(self, request: Request, name: str) -> Response:
         model = _model_named(request, name, for_write=True)
@@ -523,7 +515,7 @@ class RollbackView(APIView):
     @extend_schema(
         summary="Make the previous champion the champion again",
         request=None,
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: OpenApiTypes.OBJECT, 409: OpenApiResponse(description="No previous champion to go back to.")},
     )
     def post(self, request: Request, name: str) -> Response:
         promotion = loop_services.champion_rollback(
@@ -563,7 +555,7 @@ class LabelQueueView(APIView):
             "Only the 5,000 most recent unlabelled predictions are scored."
         ),
         parameters=[OpenApiParameter("limit", int, description="1 to 500 (default 50).")],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: api.LabelQueueItemSerializer(many=True)},
     )
     def get(self, request: Request, name: str) -> Response:
         model = _model_named(request, name)
@@ -591,7 +583,10 @@ class PredictView(APIView):
         summary="Predict with the current champion",
         description="The prediction is recorded like any other (masking included), with its event_id.",
         request=_one_or_many_schema("PredictInOneOrMany", api.PredictInSerializer),
-        responses={200: _one_or_many_schema("PredictOutOneOrMany", api.PredictOutSerializer), **ERRORS},
+        responses={
+            200: _one_or_many_schema("PredictOutOneOrMany", api.PredictOutSerializer),
+            409: OpenApiResponse(description="The model has no champion trained by the hub yet."),
+        },
     )
     def post(self, request: Request, name: str) -> Response:
         model = _model_named(request, name, for_write=True)

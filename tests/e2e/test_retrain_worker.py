@@ -129,8 +129,8 @@ def runs_of(var_dir: Path, name: str) -> list[dict[str, Any]]:
     with sqlite3.connect(var_dir / "db.sqlite3") as database:
         database.row_factory = sqlite3.Row
         rows = database.execute(
-            "SELECT run.id, run.status, run.trigger, run.promoted, run.worker_lost, run.error, run.decision"
-            " FROM loop_trainingrun run JOIN collector_registeredmodel model ON model.id = run.registered_model_id"
+            "SELECT run.* FROM loop_trainingrun run"
+            " JOIN collector_registeredmodel model ON model.id = run.registered_model_id"
             " WHERE model.name = ? ORDER BY run.id",
             (name,),
         ).fetchall()

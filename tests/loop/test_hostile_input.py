@@ -107,3 +107,12 @@ def test_a_stored_outcome_that_no_longer_fits_the_task_type_can_be_replaced(api:
 
     assert response.status_code == 200
     assert response.json()["status"] == "changed"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/predictions/", "/api/v1/feedback/"])
+def test_a_utc_offset_postgresql_cannot_store_is_read_as_the_same_instant(api: ApiClient, path: str) -> None:
+    api.post_json("/api/v1/predictions/", prediction_body())
+
+    response = api.get(path, {"until": "4832-11-14T23:51:02-17:33"})  # found by the schema fuzzer
+
+    assert response.status_code == 200
