@@ -40,13 +40,10 @@ test: lint
 		echo "== PostgreSQL is not reachable at $(PG_TEST_URL): its run is skipped (CI=true makes it mandatory)."; \
 	fi
 
-# Benchmarks print markdown tables for the README; each compares against a baseline measured in the same run.
+# Benchmarks: every figure beside a baseline measured in the same run; standard output is one markdown table
+# (the scripts' own detail goes to standard error). Each script also runs alone: tests/benchmarks/bench_*.py.
 bench: $(VENV)/.installed-dev
-	$(PY) tests/benchmarks/bench_client.py
-	$(PY) tests/benchmarks/bench_scrape.py
-	$(PY) tests/benchmarks/bench_triggers.py
-	$(PY) tests/benchmarks/bench_dashboard.py
-	$(PY) tests/benchmarks/bench_retrain.py
+	$(PY) tests/benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

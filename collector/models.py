@@ -239,6 +239,13 @@ class Feedback(models.Model):
     received_at = models.DateTimeField(auto_now_add=True)
     actor = models.CharField(max_length=150)
     payload_sha256 = models.CharField(max_length=64)
+    input_sha256 = models.CharField(
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text="SHA-256 of the linked prediction's input (canonical JSON): groups feedback by input without a "
+        "join to the predictions table.",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -248,6 +255,7 @@ class Feedback(models.Model):
         ]
         indexes = [
             models.Index(fields=["registered_model", "kind", "created_at"], name="feedback_model_kind_time"),
+            models.Index(fields=["registered_model", "created_at"], name="feedback_model_time"),
             models.Index(
                 fields=["registered_model", "prediction_event_id"],
                 condition=Q(prediction__isnull=True) & ~Q(prediction_event_id=""),

@@ -40,7 +40,7 @@ def storable_problem(value: Any, path: str = "") -> tuple[str, str] | None:
     return None
 
 
-def fingerprint(data: dict[str, Any]) -> str:
+def fingerprint(data: Any) -> str:
     """SHA-256 of a canonical JSON form: equal for a retry of the same body, different for any change."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

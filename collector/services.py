@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from collector.counters import OutcomeChange, counters_record, counters_record_feedback
@@ -402,7 +401,7 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
             if (early := pending.get((row.registered_model_id, row.event_id))) is not None
         )
         PendingOutcome.objects.filter(pk__in=[p.pk for p in pending.values()]).delete()
-    _link_waiting_feedback([(k.model_id, k.event_id) for k in plan.new])
+    _link_waiting_feedback(rows)
     return _results(plan, keyed, new_ids)
 
 
@@ -514,17 +513,41 @@ def _pending_outcomes_for(keys: list[tuple[int, str]]) -> dict[tuple[int, str], 
     return found
 
 
-def _link_waiting_feedback(keys: list[tuple[int, str]]) -> None:
+def _link_waiting_feedback(predictions: Sequence[Prediction]) -> None:
     """Attach feedback that named a prediction's event_id before the prediction arrived."""
+    by_key = {(row.registered_model_id, row.event_id): row for row in predictions}
     by_model: dict[int, list[str]] = {}
-    for model_id, event_id in keys:
+    for model_id, event_id in by_key:
         by_model.setdefault(model_id, []).append(event_id)
     for model_id, event_ids in by_model.items():
         for chunk in _chunks(event_ids):
-            matching = Prediction.objects.filter(registered_model_id=model_id, event_id=OuterRef("prediction_event_id"))
-            Feedback.objects.filter(
+            waiting: dict[str, list[int]] = {}
+            for pk, event_id in Feedback.objects.filter(
                 registered_model_id=model_id, prediction__isnull=True, prediction_event_id__in=chunk
-            ).update(prediction_id=Subquery(matching.values("pk")[:1]))
+            ).values_list("pk", "prediction_event_id"):
+                waiting.setdefault(event_id, []).append(pk)
+            for event_id, feedback_ids in waiting.items():
+                prediction = by_key[(model_id, event_id)]
+                Feedback.objects.filter(pk__in=feedback_ids).update(
+                    prediction_id=prediction.pk, input_sha256=fingerprint(prediction.input)
+                )
+
+
+def feedback_input_keys_fill(*, batch_size: int = 2_000) -> int:
+    """Key linked feedback that has no input hash yet (linked by a release older than the key); how many were."""
+    filled = 0
+    while batch := list(
+        Feedback.objects.filter(prediction__isnull=False, input_sha256="")
+        .order_by("pk")
+        .values_list("pk", "prediction__input")[:batch_size]
+    ):
+        by_key: dict[str, list[int]] = {}
+        for pk, value in batch:
+            by_key.setdefault(fingerprint(value), []).append(pk)
+        for key, feedback_ids in by_key.items():
+            Feedback.objects.filter(pk__in=feedback_ids).update(input_sha256=key)
+        filled += len(batch)
+    return filled
 
 
 # --- outcomes ---------------------------------------------------------------------------------------
@@ -762,6 +785,7 @@ def _feedback_record_batch(items: Sequence[FeedbackIn], actor: Actor, single: bo
                 registered_model=model,
                 prediction=prediction,
                 prediction_event_id=prediction.event_id if prediction else item.prediction_event_id,
+                input_sha256=fingerprint(prediction.input) if prediction else "",
                 interaction_id=item.interaction_id or (prediction.interaction_id if prediction else ""),
                 kind=item.kind,
                 value=item.value,

@@ -11,7 +11,7 @@ from functools import reduce
 from typing import Any
 
 import numpy as np
-from django.db.models import Count, F, FloatField, Q, QuerySet
+from django.db.models import Aggregate, Count, F, FloatField, Max, Q, QuerySet
 from django.db.models.functions import Cast
 from django.utils import timezone
 from scipy.sparse import csr_matrix
@@ -21,7 +21,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.metrics.pairwise import cosine_distances
 from threadpoolctl import threadpool_limits
 
-from collector.models import Feedback, FeedbackKind, RegisteredModel
+from collector.models import Feedback, FeedbackKind, Prediction, RegisteredModel
 from reviews.models import Correction, CorrectionStatus, ReviewPolicy
 from reviews.similarity import feedback_text
 
@@ -219,7 +219,8 @@ def _recent_negatives(feedback: QuerySet[Feedback], negative: Q | None) -> list[
     if negative is None:
         return []
     recent = feedback.filter(negative).select_related("prediction").order_by("-created_at", "-pk")
-    return list(recent[:CLUSTERED_NEGATIVES_MAX])
+    # Only what the clustering reads (feedback_text, samples, ids): whole rows would cost more than the clustering.
+    return list(recent.only("pk", "comment", "prediction__input")[:CLUSTERED_NEGATIVES_MAX])
 
 
 def _common_issues(negatives: Sequence[Feedback]) -> list[Issue]:
@@ -313,18 +314,28 @@ def _worst_interactions(feedback: QuerySet[Feedback], negative: Q | None) -> lis
 
 
 def _worst_inputs(feedback: QuerySet[Feedback], negative: Q | None) -> list[WeakSpot]:
-    rows = _worst_groups(feedback.filter(prediction__isnull=False), negative, group_by="prediction__input")
+    # Grouped by the input's hash stored on the feedback: a join to the predictions table for every feedback item
+    # of the period would cost more than the rest of the page together. One prediction per group shows its input.
+    rows = _worst_groups(
+        feedback.filter(prediction__isnull=False).exclude(input_sha256=""),
+        negative,
+        group_by="input_sha256",
+        sample=Max("prediction_id"),
+    )
+    inputs = dict(Prediction.objects.filter(pk__in=[row["sample"] for row in rows]).values_list("pk", "input"))
     return [
-        _weak_spot(row, key=json.dumps(row["prediction__input"], sort_keys=True, ensure_ascii=False)) for row in rows
+        _weak_spot(row, key=json.dumps(inputs.get(row["sample"]), sort_keys=True, ensure_ascii=False)) for row in rows
     ]
 
 
-def _worst_groups(feedback: QuerySet[Feedback], negative: Q | None, *, group_by: str) -> list[dict[str, Any]]:
+def _worst_groups(
+    feedback: QuerySet[Feedback], negative: Q | None, *, group_by: str, **extra: Aggregate
+) -> list[dict[str, Any]]:
     if negative is None:  # nothing negative, so no group is worth improving
         return []
     groups = (
         feedback.values("registered_model__name", group_by)
-        .annotate(items=Count("pk"), negatives=Count("pk", filter=negative))
+        .annotate(items=Count("pk"), negatives=Count("pk", filter=negative), **extra)
         .filter(items__gte=WEAK_SPOT_MIN_FEEDBACK, negatives__gt=0)
         .annotate(rate=Cast(F("negatives"), FloatField()) / Cast(F("items"), FloatField()))
         .order_by("-rate", "-items", "registered_model__name", group_by)

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from collector.models import Feedback, FeedbackKind, ModelVersion, Prediction, RegisteredModel
+from collector.payloads import fingerprint
 from reviews.insights import CLUSTERED_NEGATIVES_MAX, NO_TEXT_ISSUE, insights_for
 from reviews.models import Correction, CorrectionStatus, ReviewPolicy
 
@@ -78,6 +79,7 @@ def feedback_row(
     return Feedback(
         registered_model=model,
         prediction=prediction,
+        input_sha256=fingerprint(prediction.input) if prediction is not None else "",
         interaction_id=interaction_id,
         kind=kind,
         value=value,
