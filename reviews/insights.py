@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from collector.models import Feedback, FeedbackKind, Prediction, RegisteredModel
 from reviews.models import Correction, CorrectionStatus, ReviewPolicy
-from reviews.similarity import feedback_text
+from reviews.similarity import text_for
 
 CLUSTERED_NEGATIVES_MAX = 2_000
 CLUSTERS_MAX = 8
@@ -215,18 +215,26 @@ def _matching_any(counts: Sequence[_KindCount]) -> Q | None:
 # --- common issues ----------------------------------------------------------------------------------
 
 
-def _recent_negatives(feedback: QuerySet[Feedback], negative: Q | None) -> list[Feedback]:
+@dataclass(frozen=True)
+class _Negative:
+    """What the clustering reads of a negative feedback item: model instances would cost more than the clustering."""
+
+    pk: int
+    comment: str
+    text: str
+
+
+def _recent_negatives(feedback: QuerySet[Feedback], negative: Q | None) -> list[_Negative]:
     if negative is None:
         return []
-    recent = feedback.filter(negative).select_related("prediction").order_by("-created_at", "-pk")
-    # Only what the clustering reads (feedback_text, samples, ids): whole rows would cost more than the clustering.
-    return list(recent.only("pk", "comment", "prediction__input")[:CLUSTERED_NEGATIVES_MAX])
+    recent = feedback.filter(negative).order_by("-created_at", "-pk").values_list("pk", "comment", "prediction__input")
+    return [_Negative(pk, comment, text_for(comment, given)) for pk, comment, given in recent[:CLUSTERED_NEGATIVES_MAX]]
 
 
-def _common_issues(negatives: Sequence[Feedback]) -> list[Issue]:
+def _common_issues(negatives: Sequence[_Negative]) -> list[Issue]:
     if not negatives:
         return []
-    texts = [feedback_text(item) for item in negatives]
+    texts = [item.text for item in negatives]
     try:
         # Without stop words "my", "the" and "is" would decide the clusters of short comments.
         matrix = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(texts)
@@ -279,7 +287,7 @@ def _distinct_row_count(matrix: csr_matrix) -> int:
     return len({(matrix.indices[start:end].tobytes(), matrix.data[start:end].tobytes()) for start, end in bounds})
 
 
-def _issue(*, members: Sequence[Feedback], texts: Sequence[str], rows: csr_matrix) -> Issue:
+def _issue(*, members: Sequence[_Negative], texts: Sequence[str], rows: csr_matrix) -> Issue:
     centroid = np.asarray(rows.mean(axis=0)).ravel()
     # Rows are L2-normalised, so the largest dot product with the centroid is the smallest distance to it.
     typical_first = np.argsort(-(rows @ centroid), kind="stable")
@@ -292,7 +300,7 @@ def _issue(*, members: Sequence[Feedback], texts: Sequence[str], rows: csr_matri
     )
 
 
-def _no_text_issue(members: Sequence[Feedback]) -> Issue:
+def _no_text_issue(members: Sequence[_Negative]) -> Issue:
     return Issue(
         issue=NO_TEXT_ISSUE,
         frequency=len(members),
@@ -301,7 +309,7 @@ def _no_text_issue(members: Sequence[Feedback]) -> Issue:
     )
 
 
-def _sample_comments(items: Sequence[Feedback]) -> list[str]:
+def _sample_comments(items: Sequence[_Negative]) -> list[str]:
     return [item.comment for item in items if item.comment.strip()][:SAMPLE_COMMENTS_MAX]
 
 

@@ -34,12 +34,13 @@ def _strings(value: Any) -> Iterator[str]:
 MAX_TEXT = 2000  # characters of each item compared; a huge input must not make every evaluation slow
 
 
-def _text(comment: str, prediction_input: Any) -> str:
+def text_for(comment: str, prediction_input: Any) -> str:
+    """The words compared: the comment, then the string values of the prediction's input."""
     return " ".join(part for part in [comment, *_strings(prediction_input)] if part)[:MAX_TEXT]
 
 
 def feedback_text(feedback: Feedback) -> str:
-    return _text(feedback.comment, feedback.prediction.input if feedback.prediction is not None else None)
+    return text_for(feedback.comment, feedback.prediction.input if feedback.prediction is not None else None)
 
 
 def _interaction_key(interaction_id: str) -> str:
@@ -71,7 +72,7 @@ def similar_feedback(*, feedback: Feedback, policy: ReviewPolicy) -> Similar:
         return alone
     try:
         matrix = TfidfVectorizer(sublinear_tf=True, dtype=np.float32).fit_transform(
-            [text, *(_text(comment, given) for _, comment, given in candidates)]
+            [text, *(text_for(comment, given) for _, comment, given in candidates)]
         )
     except ValueError:  # nothing but punctuation
         return alone
