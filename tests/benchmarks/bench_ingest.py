@@ -104,9 +104,7 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
-async def _exchange(
-    port: int, payload: bytes, conn: list[asyncio.StreamReader | asyncio.StreamWriter | None]
-) -> int:
+async def _exchange(port: int, payload: bytes, conn: list[asyncio.StreamReader | asyncio.StreamWriter | None]) -> int:
     """Send one request on the connection in `conn` (opening one if needed); its status code."""
     if conn[0] is None:
         conn[0], conn[1] = await asyncio.open_connection(HOST, port)
@@ -238,8 +236,7 @@ class HubFigures:
 def measure_hub(hub: Hub) -> HubFigures:
     run = f"{hub.name}-{os.getpid()}"
     singles = [
-        request_bytes(json.dumps(event(n, run)).encode(), hub.key)
-        for n in range(int(SINGLE_SECONDS * 4000) + 4000)
+        request_bytes(json.dumps(event(n, run)).encode(), hub.key) for n in range(int(SINGLE_SECONDS * 4000) + 4000)
     ]
     progress(f"[{hub.name}] single events: {SINGLE_WARM_UP_SECONDS:.0f} s warm-up, then {SINGLE_SECONDS:.0f} s")
     warm = drive(hub.port, singles, SINGLE_CONNECTIONS, SINGLE_WARM_UP_SECONDS)
@@ -262,9 +259,8 @@ def sqlite_hub_figures(var_dir: Path) -> tuple[HubFigures, list[str]]:
     finally:
         hub.stop()
     with sqlite3.connect(var_dir / "db.sqlite3") as conn:
-        rows = conn.execute(
-            "SELECT sql FROM sqlite_master WHERE tbl_name = 'collector_prediction' AND sql IS NOT NULL ORDER BY type DESC"
-        ).fetchall()
+        query = "SELECT sql FROM sqlite_master WHERE tbl_name = 'collector_prediction' AND sql IS NOT NULL"
+        rows = conn.execute(f"{query} ORDER BY type DESC").fetchall()
     return figures, [sql for (sql,) in rows]
 
 
