@@ -21,6 +21,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from collector.counters import OutcomeChange, counters_record, counters_record_feedback
+from collector.inserts import insert_rows
 from collector.labels import LabelError, infer_task_type, judge, label_for, outcome_key
 from collector.models import (
     MODEL_NAME_VALIDATOR,
@@ -370,8 +371,8 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
         item = items[entry.index]
         model = models[names[entry.index]]
         row = Prediction(
-            registered_model=model,
-            model_version=versions[(model.pk, item.version)],
+            registered_model_id=model.pk,
+            model_version_id=versions[(model.pk, item.version)].pk,
             event_id=entry.event_id,
             created_at=item.timestamp or now,
             source=source,
@@ -389,7 +390,7 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
         if actual is not None:
             _set_outcome(row, model.task_type, actual, now)
         rows.append(row)
-    Prediction.objects.bulk_create(rows)
+    insert_rows(rows)
     counters_record(
         new_predictions=rows,
         outcome_changes=[_outcome_change(row, +1) for row in rows if row.actual is not None],
