@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from rest_framework.exceptions import ParseError
 
+from collector.payloads import storable_problem
 from feedbackhub.errors import InvalidInput
 from loop.api.parsers import BoundedJSONParser
 
@@ -54,3 +55,23 @@ def test_a_nul_character_anywhere_is_named_by_its_path() -> None:
     with pytest.raises(InvalidInput) as caught:
         parse(b'[{"ok": 1}, {"input": {"name": "a\\u0000b"}}]')
     assert caught.value.problems[0].field == "[1].input.name"
+
+
+def nested(depth: int, *, empty: bool) -> bytes:
+    inner = b"[]" if empty else b"1"
+    for level in range(depth):
+        inner = b'{"k": ' + inner + b"}" if level % 2 else b"[" + inner + b", \"]]{{\"]"
+    return inner
+
+
+@pytest.mark.parametrize("depth", range(29, 37))
+@pytest.mark.parametrize("empty", [True, False])
+def test_the_nesting_limit_is_where_it_was(depth: int, empty: bool) -> None:
+    raw = nested(depth, empty=empty)
+    expected = storable_problem(json.loads(raw))
+    if expected is None:
+        assert parse(raw) == json.loads(raw)
+    else:
+        with pytest.raises(InvalidInput) as caught:
+            parse(raw)
+        assert (caught.value.problems[0].field, caught.value.problems[0].message) == expected
