@@ -47,6 +47,20 @@ def _adapter(field: Field) -> Callable[[Any], Any]:
     return lambda value: prep_save(value, connection)
 
 
+def _remembering(adapt: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`adapt` that works out each distinct value once: a batch's rows mostly share their timestamps, and SQLite's
+    datetime adaptation (to UTC, then to text) is the dearest of the columns."""
+    seen: dict[Any, Any] = {}
+
+    def adapted(value: Any) -> Any:
+        key = (value, value.tzinfo) if value is not None else None
+        if key not in seen:
+            seen[key] = adapt(value)
+        return seen[key]
+
+    return adapted
+
+
 @cache
 def _plan(model: type[Model], vendor: str) -> tuple[list[Field], list[Callable[[Any], Any]], str]:
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
@@ -75,6 +89,11 @@ def insert_rows(rows: Sequence[Model]) -> None:
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
             for row in rows:
                 field.pre_save(row, add=True)
+    if connection.vendor == "sqlite":
+        adapters = [
+            _remembering(adapt) if isinstance(field, DateTimeField) else adapt
+            for field, adapt in zip(fields, adapters, strict=True)
+        ]
     attnames = [field.attname for field in fields]
     params = [
         [adapt(value) for adapt, value in zip(adapters, [row.__dict__[name] for name in attnames], strict=True)]

@@ -167,6 +167,32 @@ def _chunks(values: Sequence[T]) -> list[Sequence[T]]:
     return [values[start : start + _QUERY_CHUNK] for start in range(0, len(values), _QUERY_CHUNK)]
 
 
+def _select_by_event(
+    model_class: type,
+    columns: Sequence[str],
+    model_id: int,
+    event_ids: Sequence[str],
+    *,
+    event_column: str = "event_id",
+    where: str = "",
+) -> list[tuple]:
+    """Rows of `model_class` for one model and some event ids, by a statement written here: the ORM's compile of
+    an IN lookup costs more than the query, on the path every ingest request takes."""
+    quote = connection.ops.quote_name
+    found: list[tuple] = []
+    for chunk in _chunks(event_ids):
+        # Identifiers come from model metadata and every value is a parameter.
+        sql = (
+            f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(model_class._meta.db_table)} "  # noqa: S608
+            f"WHERE {quote('registered_model_id')} = %s AND {quote(event_column)} IN ({', '.join(['%s'] * len(chunk))})"
+            f"{where}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [model_id, *chunk])
+            found += cursor.fetchall()
+    return found
+
+
 def _default_model_name(name: str) -> str:
     return name or settings.FEEDBACKHUB_DEFAULT_MODEL
 
@@ -256,10 +282,9 @@ def _plan_idempotent_insert(
     for item in keyed:
         by_model.setdefault(item.model_id, []).append(item.event_id)
     for model_id, event_ids in by_model.items():
-        for chunk in _chunks(sorted(set(event_ids))):
-            rows = model_class.objects.filter(registered_model_id=model_id, event_id__in=chunk)
-            for pk, event_id, sha in rows.values_list("pk", "event_id", "payload_sha256"):
-                stored[(model_id, event_id)] = (pk, sha)
+        rows = _select_by_event(model_class, ["id", "event_id", "payload_sha256"], model_id, sorted(set(event_ids)))
+        for pk, event_id, sha in rows:
+            stored[(model_id, event_id)] = (pk, sha)
     plan = _InsertPlan(new=[], existing_ids={}, same_as_index={})
     first_in_batch: dict[tuple[int, str], _Keyed] = {}
     conflicts: list[FieldProblem] = []
@@ -509,9 +534,10 @@ def _pending_outcomes_for(keys: list[tuple[int, str]]) -> dict[tuple[int, str], 
     for model_id, event_id in keys:
         by_model.setdefault(model_id, []).append(event_id)
     for model_id, event_ids in by_model.items():
-        for chunk in _chunks(event_ids):
-            for pending in PendingOutcome.objects.filter(registered_model_id=model_id, event_id__in=chunk):
-                found[(model_id, pending.event_id)] = pending
+        # Pending outcomes are rare: a cheap look first, the ORM only for the rows there are.
+        ids = [pk for (pk,) in _select_by_event(PendingOutcome, ["id"], model_id, event_ids)]
+        for pending in PendingOutcome.objects.filter(pk__in=ids) if ids else ():
+            found[(model_id, pending.event_id)] = pending
     return found
 
 
@@ -521,6 +547,18 @@ def _link_waiting_feedback(keys: list[tuple[int, str]]) -> None:
     for model_id, event_id in keys:
         by_model.setdefault(model_id, []).append(event_id)
     for model_id, event_ids in by_model.items():
+        # Feedback that waits for its prediction is rare: a cheap look (by the partial index) before the UPDATE.
+        waiting = _select_by_event(
+            Feedback,
+            ["id"],
+            model_id,
+            event_ids,
+            event_column="prediction_event_id",
+            where=f" AND {connection.ops.quote_name('prediction_id')} IS NULL"
+            f" AND {connection.ops.quote_name('prediction_event_id')} <> ''",
+        )
+        if not waiting:
+            continue
         for chunk in _chunks(event_ids):
             matching = Prediction.objects.filter(registered_model_id=model_id, event_id=OuterRef("prediction_event_id"))
             Feedback.objects.filter(
