@@ -205,7 +205,7 @@ def _resolve_models(
     task_types: Sequence[str] | None = None,
 ) -> dict[str, RegisteredModel]:
     """Registered models by name for a write, registering new ones where allowed; checks the actor's scope."""
-    found = {model.name: model for model in RegisteredModel.objects.filter(name__in=set(names))}
+    found = {model.name: model for model in _models_named(sorted(set(names)))}
     invalid: list[FieldProblem] = []
     forbidden: list[FieldProblem] = []
     to_register: dict[str, str] = {}
@@ -234,15 +234,35 @@ def _resolve_models(
     return found
 
 
+def _models_named(names: Sequence[str]) -> list[RegisteredModel]:
+    # A raw query: compiling the ORM's IN lookup costs more than running it, on every ingest request.
+    quote = connection.ops.quote_name
+    table = quote(RegisteredModel._meta.db_table)
+    placeholders = ", ".join(["%s"] * len(names))
+    return list(RegisteredModel.objects.raw(f"SELECT * FROM {table} WHERE {quote('name')} IN ({placeholders})", names))  # noqa: S608
+
+
+def _versions_of(wanted: set[tuple[RegisteredModel, str]]) -> dict[tuple[int, str], ModelVersion]:
+    """The stored versions among `wanted`, by (model id, version); only their id, model and version are loaded."""
+    quote = connection.ops.quote_name
+    model_ids = sorted({model.pk for model, _ in wanted})
+    names = sorted({version for _, version in wanted})
+    columns = ["id", "registered_model_id", "version"]
+    # Identifiers come from model metadata and every value is a parameter.
+    sql = (
+        f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(ModelVersion._meta.db_table)} "  # noqa: S608
+        f"WHERE {quote('registered_model_id')} IN ({', '.join(['%s'] * len(model_ids))}) "
+        f"AND {quote('version')} IN ({', '.join(['%s'] * len(names))})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*model_ids, *names])
+        rows = cursor.fetchall()
+    return {(row[1], row[2]): ModelVersion.from_db(connection.alias, columns, row) for row in rows}
+
+
 def _resolve_versions(wanted: set[tuple[RegisteredModel, str]], paths: dict[tuple[int, str], str]) -> dict:
     """ModelVersion rows by (model id, version), creating new versions where registration is automatic."""
-    model_ids = {model.pk for model, _ in wanted}
-    versions = {
-        (row.registered_model_id, row.version): row
-        for row in ModelVersion.objects.filter(
-            registered_model_id__in=model_ids, version__in={version for _, version in wanted}
-        )
-    }
+    versions = _versions_of(wanted)
     missing = [(model, version) for model, version in wanted if (model.pk, version) not in versions]
     if missing and not settings.FEEDBACKHUB_AUTO_REGISTER:
         problems = [
@@ -877,14 +897,38 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
     parts = raw_key.split("_", 2)
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
         return None
-    api_key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
-    if api_key is None or not hmac.compare_digest(api_key.key_sha256, api_key_hash(raw_key)):
-        return None
     now = timezone.now()
-    if api_key.last_used_at is None or api_key.last_used_at < now - timedelta(minutes=1):
+    found = _active_key_row(parts[1], used_since=now - timedelta(minutes=1))
+    if found is None:
+        return None
+    api_key, used_lately = found
+    if not hmac.compare_digest(api_key.key_sha256, api_key_hash(raw_key)):
+        return None
+    if not used_lately:
         # At most one write a minute per key, so authentication does not turn every read into a write.
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
     return api_key
+
+
+def _active_key_row(prefix: str, *, used_since: datetime) -> tuple[ApiKey, bool] | None:
+    """The unrevoked key with this prefix (its id, name, prefix, hash and scope loaded), and whether it was used
+    since `used_since`. A plain statement: every API request runs it, and the ORM's compile costs more."""
+    quote = connection.ops.quote_name
+    columns = ["id", "name", "prefix", "key_sha256", "all_models"]
+    # Identifiers come from model metadata and every value is a parameter.
+    sql = (
+        f"SELECT {', '.join(quote(c) for c in columns)}, "  # noqa: S608
+        f"{quote('last_used_at')} IS NOT NULL AND {quote('last_used_at')} >= %s "
+        f"FROM {quote(ApiKey._meta.db_table)} WHERE {quote('prefix')} = %s AND {quote('revoked_at')} IS NULL"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(used_since), prefix])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, name, prefix, key_sha256, all_models, used_lately = row
+    api_key = ApiKey.from_db(connection.alias, columns, [pk, name, prefix, key_sha256, bool(all_models)])
+    return api_key, bool(used_lately)
 
 
 def api_key_revoke(*, api_key: ApiKey) -> bool:
