@@ -21,7 +21,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from collector.counters import OutcomeChange, counters_record, counters_record_feedback
-from collector.inserts import insert_rows
+from collector.inserts import insert_rows, new_row
 from collector.labels import LabelError, infer_task_type, judge, label_for, outcome_key
 from collector.models import (
     MODEL_NAME_VALIDATOR,
@@ -415,7 +415,8 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
     for entry in plan.new:
         item = items[entry.index]
         model = models[names[entry.index]]
-        row = Prediction(
+        row = new_row(
+            Prediction,
             registered_model_id=model.pk,
             model_version_id=versions[(model.pk, item.version)].pk,
             event_id=entry.event_id,

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from collector.inserts import insert_rows
+from collector.inserts import insert_rows, new_row
 from collector.models import ModelVersion, Prediction, RegisteredModel
 
 pytestmark = pytest.mark.django_db
@@ -68,3 +68,27 @@ def test_it_gives_ids_in_order_across_batches() -> None:
         with transaction.atomic():
             insert_rows(rows)
         assert [Prediction.objects.get(pk=row.pk).event_id for row in rows] == [row.event_id for row in rows]
+
+
+def test_new_row_makes_what_the_constructor_makes() -> None:
+    values = {
+        "registered_model_id": 3,
+        "model_version_id": 4,
+        "event_id": "e-1",
+        "created_at": datetime(2026, 3, 4, tzinfo=UTC),
+        "input": {"a": 1},
+        "prediction": 1,
+        "latency_ms": 2.5,
+        "payload_sha256": "0" * 64,
+    }
+    by_constructor = Prediction(**values)
+    ours = new_row(Prediction, **values)
+
+    def state(row: Prediction) -> dict[str, Any]:
+        return {name: value for name, value in row.__dict__.items() if name != "_state"}
+
+    assert state(ours) == state(by_constructor)
+    assert (ours._state.adding, ours._state.db) == (True, None)
+    assert ours.attributes == {} and ours.attributes is not new_row(Prediction, **values).attributes
+    with pytest.raises(TypeError):
+        new_row(Prediction, no_such_field=1)
