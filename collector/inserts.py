@@ -53,46 +53,50 @@ def new_row(model: type[M], **values: Any) -> M:
     return row
 
 
-def _adapter(field: Field) -> Callable[[Any], Any]:
-    """A function from an attribute value to the parameter Django would send for it."""
+def _column_adapter(field: Field) -> Callable[[list], list]:
+    """A function from a column of attribute values to the parameters Django would send for them."""
     prep_save = field.get_db_prep_save
     if isinstance(field, JSONField):
         adapt_json = connection.ops.adapt_json_value
         encoder = field.encoder
-        return lambda value: None if value is None else adapt_json(value, encoder)
+        return lambda values: [None if value is None else adapt_json(value, encoder) for value in values]
     if isinstance(field, DateTimeField):
-        adapt_datetime = connection.ops.adapt_datetimefield_value
-        return lambda value: (
-            None if value is None else adapt_datetime(value) if value.tzinfo else prep_save(value, connection)
-        )
+        return lambda values: _datetime_column(field, values)
     for kind, types in _PLAIN_TYPES.items():
         if type(field) is kind:
-            return lambda value: value if value is None or type(value) in types else prep_save(value, connection)
-    return lambda value: prep_save(value, connection)
+            return lambda values: (
+                values
+                if all(value is None or type(value) in types for value in values)
+                else [prep_save(value, connection) for value in values]
+            )
+    return lambda values: [prep_save(value, connection) for value in values]
 
 
-def _remembering(adapt: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """`adapt` that works out each distinct value once: a batch's rows mostly share their timestamps, and SQLite's
-    datetime adaptation (to UTC, then to text) is the dearest of the columns."""
-    seen: dict[Any, Any] = {}
-
-    def adapted(value: Any) -> Any:
-        key = (value, value.tzinfo) if value is not None else None
+def _datetime_column(field: Field, values: list) -> list:
+    # Each distinct moment once: a batch's rows mostly share their timestamps, and adapting one (on SQLite, to
+    # UTC and then to text) is the dearest value of a row. Keyed with the zone too, so equal moments given in
+    # different zones each keep their own adaptation.
+    adapt = connection.ops.adapt_datetimefield_value
+    seen: dict[tuple, Any] = {}
+    adapted = []
+    for value in values:
+        if value is not None and not value.tzinfo:
+            return [field.get_db_prep_save(value, connection) for value in values]
+        key = (value, value.tzinfo) if value is not None else (None, None)
         if key not in seen:
-            seen[key] = adapt(value)
-        return seen[key]
-
+            seen[key] = None if value is None else adapt(value)
+        adapted.append(seen[key])
     return adapted
 
 
 @cache
-def _plan(model: type[Model], vendor: str) -> tuple[list[Field], list[Callable[[Any], Any]], str]:
+def _plan(model: type[Model], vendor: str) -> tuple[list[Field], list[Callable[[list], list]], str]:
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
     # Identifiers come from model metadata and every value is a parameter.
     insert = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES "  # noqa: S608
-    return fields, [_adapter(field) for field in fields], insert
+    return fields, [_column_adapter(field) for field in fields], insert
 
 
 @cache
@@ -113,16 +117,9 @@ def insert_rows(rows: Sequence[Model]) -> None:
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
             for row in rows:
                 field.pre_save(row, add=True)
-    if connection.vendor == "sqlite":
-        adapters = [
-            _remembering(adapt) if isinstance(field, DateTimeField) else adapt
-            for field, adapt in zip(fields, adapters, strict=True)
-        ]
-    attnames = [field.attname for field in fields]
-    params = [
-        [adapt(value) for adapt, value in zip(adapters, [row.__dict__[name] for name in attnames], strict=True)]
-        for row in rows
-    ]
+    states = [row.__dict__ for row in rows]
+    columns = [adapt([state[field.attname] for state in states]) for field, adapt in zip(fields, adapters, strict=True)]
+    params = list(zip(*columns, strict=True))
     pk_name = model._meta.pk.attname
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":
