@@ -361,19 +361,85 @@ def prediction_record_batch(
     """Record predictions all or nothing. A retry of an event already stored returns the stored id."""
     if not items:
         raise InvalidInput("send at least one prediction", [FieldProblem("body", "send at least one prediction")])
-    return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, single))
-
-
-def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source: str, single: bool) -> list[Recorded]:
-    def path(index: int, name: str) -> str:
-        return name if single else _field(index, name)
-
+    path = _path_naming(single)
     problems = [
         FieldProblem(path(index, name), message)
         for index, item in enumerate(items)
         for name, message in _prediction_value_problems(item)
     ]
     _raise_if(problems, InvalidInput)
+    prepared = _prepare_predictions(items, path)
+    return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, path, prepared))
+
+
+def _path_naming(single: bool) -> Callable[[int, str], str]:
+    return lambda index, name: name if single else _field(index, name)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Items masked, labelled and fingerprinted under the models as they were read before the write transaction;
+    used only if the transaction reads the same task types and masking rules."""
+
+    rules: dict[int, tuple[str, RedactionPolicy]]
+    items: list[PredictionIn]
+    labels: list[str]
+    shas: list[str]
+
+
+def _prepare_predictions(items: Sequence[PredictionIn], path: Callable[[int, str], str]) -> _Prepared | None:
+    """The CPU work of a batch done before its write transaction, so that on SQLite, where that transaction holds
+    the one write lock, other web processes can write meanwhile. None when a model is new or anything is wrong:
+    the transaction then does it all and raises what there is to raise."""
+    names = [_default_model_name(item.model) for item in items]
+    models = {model.name: model for model in _models_named(sorted(set(names)))}
+    if any(name not in models for name in names):
+        return None
+    policies = _policies(models.values())
+    masked, labels, problems = _masked_and_labelled(items, [models[name] for name in names], policies, path)
+    if problems:
+        return None
+    return _Prepared(
+        rules={model.pk: (model.task_type, policies[model.pk]) for model in models.values()},
+        items=masked,
+        labels=labels,
+        shas=[_prediction_sha(names[index], item) for index, item in enumerate(masked)],
+    )
+
+
+def _masked_and_labelled(
+    items: Sequence[PredictionIn],
+    models: Sequence[RegisteredModel],
+    policies: dict[int, RedactionPolicy],
+    path: Callable[[int, str], str],
+) -> tuple[list[PredictionIn], list[str], list[FieldProblem]]:
+    """Items with PII masked, their predicted labels, and what does not fit their model's task type."""
+    masked = [_masked_prediction(item, policies[models[index].pk]) for index, item in enumerate(items)]
+    labels: list[str] = []
+    problems: list[FieldProblem] = []
+    for index, item in enumerate(masked):
+        model = models[index]
+        try:
+            labels.append(label_for(model.task_type, item.prediction))
+        except LabelError as error:
+            labels.append("")
+            problems.append(FieldProblem(path(index, "prediction"), _label_problem(model, error)))
+            continue
+        if item.actual is not None:
+            try:
+                judge(model.task_type, item.prediction, item.actual)
+            except LabelError as error:
+                problems.append(FieldProblem(path(index, "actual"), _label_problem(model, error)))
+    return masked, labels, problems
+
+
+def _prediction_record_batch(
+    items: Sequence[PredictionIn],
+    actor: Actor,
+    source: str,
+    path: Callable[[int, str], str],
+    prepared: _Prepared | None,
+) -> list[Recorded]:
     names = [_default_model_name(item.model) for item in items]
     models = _resolve_models(
         names,
@@ -382,31 +448,19 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
         task_types=[item.task_type or infer_task_type(item.prediction) for item in items],
     )
     policies = _policies(models.values())
-    items = [_masked_prediction(item, policies[models[names[i]].pk]) for i, item in enumerate(items)]
-    predicted_labels: list[str] = []
-    judgements: list[Any] = []
-    for index, item in enumerate(items):
-        model = models[names[index]]
-        try:
-            predicted_labels.append(label_for(model.task_type, item.prediction))
-        except LabelError as error:
-            predicted_labels.append("")
-            problems.append(FieldProblem(path(index, "prediction"), _label_problem(model, error)))
-            continue
-        if item.actual is not None:
-            try:
-                judgements.append(judge(model.task_type, item.prediction, item.actual))
-            except LabelError as error:
-                problems.append(FieldProblem(path(index, "actual"), _label_problem(model, error)))
-    _raise_if(problems, InvalidInput)
+    rules = {model.pk: (model.task_type, policies[model.pk]) for model in models.values()}
+    if prepared is not None and all(prepared.rules.get(pk) == rule for pk, rule in rules.items()):
+        items, predicted_labels, shas = prepared.items, prepared.labels, prepared.shas
+    else:
+        by_index = [models[name] for name in names]
+        items, predicted_labels, problems = _masked_and_labelled(items, by_index, policies, path)
+        _raise_if(problems, InvalidInput)
+        shas = [_prediction_sha(names[index], item) for index, item in enumerate(items)]
 
     version_paths = {(models[names[i]].pk, item.version): path(i, "version") for i, item in enumerate(items)}
     versions = _resolve_versions({(models[names[i]], item.version) for i, item in enumerate(items)}, version_paths)
     event_ids = [item.event_id or uuid.uuid4().hex for item in items]
-    keyed = [
-        _Keyed(index, models[names[index]].pk, event_ids[index], _prediction_sha(names[index], item))
-        for index, item in enumerate(items)
-    ]
+    keyed = [_Keyed(index, models[names[index]].pk, event_ids[index], shas[index]) for index in range(len(items))]
     lock_events("prediction", [(k.model_id, k.event_id) for k in keyed])
     plan = _plan_idempotent_insert(Prediction, keyed, path)
     pending = _pending_outcomes_for([(k.model_id, k.event_id) for k in plan.new])
