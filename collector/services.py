@@ -368,7 +368,8 @@ def prediction_record_batch(
         for name, message in _prediction_value_problems(item)
     ]
     _raise_if(problems, InvalidInput)
-    prepared = _prepare_predictions(items, path)
+    # For one item the extra read costs about what it would take out of the transaction.
+    prepared = _prepare_predictions(items, path) if len(items) > 1 else None
     return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, path, prepared))
 
 

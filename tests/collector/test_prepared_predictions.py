@@ -10,6 +10,7 @@ from collector.services import Actor, PredictionIn, prediction_record_batch
 
 pytestmark = pytest.mark.django_db
 ACTOR = Actor(label="test")
+EMAIL_TEXT = "write to ann@example.com"
 
 
 def edit_model_between_preparing_and_writing(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> None:
@@ -29,29 +30,30 @@ def test_it_masks_by_the_rules_the_write_transaction_reads(monkeypatch: pytest.M
     edit_model_between_preparing_and_writing(monkeypatch, pii_mask_emails=False)
 
     prediction_record_batch(
-        items=[PredictionIn(model="churn", version="v1", input="write to ann@example.com", prediction=1)], actor=ACTOR
+        items=[PredictionIn(model="churn", version="v1", input=EMAIL_TEXT, prediction=n) for n in (1, 0)], actor=ACTOR
     )
 
-    assert Prediction.objects.get().input == "write to ann@example.com"
+    assert [row.input for row in Prediction.objects.all()] == ["write to ann@example.com"] * 2
 
 
 def test_it_labels_by_the_task_type_the_write_transaction_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     RegisteredModel.objects.create(name="churn", task_type="binary")
     edit_model_between_preparing_and_writing(monkeypatch, task_type="regression")
 
-    prediction_record_batch(items=[PredictionIn(model="churn", version="v1", input=1, prediction=1)], actor=ACTOR)
+    prediction_record_batch(
+        items=[PredictionIn(model="churn", version="v1", input=n, prediction=1) for n in (1, 2)], actor=ACTOR
+    )
 
-    stored = Prediction.objects.get()
-    assert stored.predicted_label == ""  # regression predictions have no class label
+    assert [row.predicted_label for row in Prediction.objects.all()] == ["", ""]  # regression has no class labels
 
 
 def test_without_changes_the_prepared_work_is_what_is_stored() -> None:
     RegisteredModel.objects.create(name="churn", task_type="binary")
 
     prediction_record_batch(
-        items=[PredictionIn(model="churn", version="v1", input="write to ann@example.com", prediction=1)], actor=ACTOR
+        items=[PredictionIn(model="churn", version="v1", input=EMAIL_TEXT, prediction=n) for n in (1, 0)], actor=ACTOR
     )
 
-    stored = Prediction.objects.get()
-    assert "ann@example.com" not in stored.input and stored.input.startswith("write to [masked:email:")
-    assert stored.predicted_label == "1"
+    for stored in Prediction.objects.all():
+        assert "ann@example.com" not in stored.input and stored.input.startswith("write to [masked:email:")
+    assert sorted(row.predicted_label for row in Prediction.objects.all()) == ["0", "1"]

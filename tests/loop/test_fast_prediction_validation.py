@@ -65,9 +65,7 @@ def test_random_combinations_agree_with_the_serializer() -> None:
 
 def test_the_common_valid_shapes_take_the_fast_path() -> None:
     for latency, confidence, event_id in itertools.product([None, 3, 4.5], [None, 0, 0.7], ["e", ABSENT]):
-        body = body_from(
-            {**prediction_body(), "latency_ms": latency, "confidence": confidence, "event_id": event_id}
-        )
+        body = body_from({**prediction_body(), "latency_ms": latency, "confidence": confidence, "event_id": event_id})
         assert assert_agrees(body), body
 
 

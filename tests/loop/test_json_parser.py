@@ -60,7 +60,7 @@ def test_a_nul_character_anywhere_is_named_by_its_path() -> None:
 def nested(depth: int, *, empty: bool) -> bytes:
     inner = b"[]" if empty else b"1"
     for level in range(depth):
-        inner = b'{"k": ' + inner + b"}" if level % 2 else b"[" + inner + b", \"]]{{\"]"
+        inner = b'{"k": ' + inner + b"}" if level % 2 else b"[" + inner + b', "]]{{"]'
     return inner
 
 
