@@ -10,6 +10,7 @@ connection; the next one opens the path afresh (or fails there, and the request 
 import os
 
 from django_prometheus.db.backends.sqlite3 import base
+from django_prometheus.db.common import ExportingCursorWrapper
 
 DatabaseFeatures = base.DatabaseFeatures
 
@@ -24,6 +25,13 @@ def _file_identity(path: str) -> tuple[int, int] | None:
 
 class DatabaseWrapper(base.DatabaseWrapper):
     _opened_file: tuple[int, int] | None = None
+    _cursor_class: type | None = None
+
+    def create_cursor(self, name: str | None = None):  # noqa: ANN201 - a sqlite3.Cursor
+        # django-prometheus builds its counting cursor class anew for every cursor; one per connection does.
+        if self._cursor_class is None:
+            self._cursor_class = ExportingCursorWrapper(self.CURSOR_CLASS, self.alias, self.vendor)
+        return self.connection.cursor(factory=self._cursor_class)
 
     def get_new_connection(self, conn_params: dict):  # noqa: ANN201 - a sqlite3.Connection
         connection = super().get_new_connection(conn_params)
