@@ -236,6 +236,8 @@ def _resolve_models(
 
 def _models_named(names: Sequence[str]) -> list[RegisteredModel]:
     # A raw query: compiling the ORM's IN lookup costs more than running it, on every ingest request.
+    if not names:
+        return []
     quote = connection.ops.quote_name
     table = quote(RegisteredModel._meta.db_table)
     placeholders = ", ".join(["%s"] * len(names))
@@ -244,6 +246,8 @@ def _models_named(names: Sequence[str]) -> list[RegisteredModel]:
 
 def _versions_of(wanted: set[tuple[RegisteredModel, str]]) -> dict[tuple[int, str], ModelVersion]:
     """The stored versions among `wanted`, by (model id, version); only their id, model and version are loaded."""
+    if not wanted:
+        return {}
     quote = connection.ops.quote_name
     model_ids = sorted({model.pk for model, _ in wanted})
     names = sorted({version for _, version in wanted})
