@@ -20,6 +20,10 @@ responses by Content-Length, and checks only the status line. Each phase has a w
    CREATE TABLE / CREATE INDEX statements (read from sqlite_master), with the same journal settings as the hub
    (WAL, synchronous=NORMAL). Goal: at least 20% of the ceiling over HTTP on SQLite; PostgreSQL is reported
    beside the same ceiling, without a goal.
+
+Other work on the machine moves every figure, so each baseline is measured just before and just after the phase
+it is compared with (its mean is the baseline), and the ratios are what to read: absolute numbers from different
+runs do not compare. The seed logger commits with fsync, so its figure also follows the disk's load.
 """
 
 import asyncio
@@ -53,8 +57,8 @@ BATCH_SIZE = 1000
 BATCH_CONNECTIONS = 2
 BATCH_WARM_UP = 4
 BATCH_REQUESTS = 60
-SEED_SECONDS = 6.0
-CEILING_ROUNDS = 30
+SEED_SECONDS = 3.0
+CEILING_ROUNDS = 15
 GOAL_SINGLE_RATIO = 1.0
 GOAL_BATCH_SHARE = 0.20
 PG_URL = "postgres://{user}@{host}:{port}/{name}"
@@ -227,20 +231,25 @@ def hub_env(var_dir: Path, database_url: str | None) -> dict[str, str]:
 class HubFigures:
     single: LoadResult
     batch: LoadResult
+    seed: float  # the seed logger's calls/s, measured just before and just after the single-event phase
+    ceiling: float  # executemany's events/s, measured just before and just after the batch phase
 
     @property
     def events_per_second(self) -> float:
         return self.batch.requests * BATCH_SIZE / self.batch.seconds
 
 
-def measure_hub(hub: Hub) -> HubFigures:
+def measure_hub(hub: Hub, baselines: "Baselines") -> HubFigures:
+    """The hub's figures, each bracketed by its baseline, so both see the same load from whatever else runs."""
     run = f"{hub.name}-{os.getpid()}"
     singles = [
         request_bytes(json.dumps(event(n, run)).encode(), hub.key) for n in range(int(SINGLE_SECONDS * 4000) + 4000)
     ]
     progress(f"[{hub.name}] single events: {SINGLE_WARM_UP_SECONDS:.0f} s warm-up, then {SINGLE_SECONDS:.0f} s")
     warm = drive(hub.port, singles, SINGLE_CONNECTIONS, SINGLE_WARM_UP_SECONDS)
+    seed_before = baselines.seed_calls_per_second()
     single = drive(hub.port, singles[warm.requests :], SINGLE_CONNECTIONS, SINGLE_SECONDS)
+    seed_after = baselines.seed_calls_per_second()
     first = len(singles)
     batches = [
         request_bytes(json.dumps([event(first + b * BATCH_SIZE + i, run) for i in range(BATCH_SIZE)]).encode(), hub.key)
@@ -248,23 +257,25 @@ def measure_hub(hub: Hub) -> HubFigures:
     ]
     progress(f"[{hub.name}] batches of {BATCH_SIZE}: {BATCH_WARM_UP} warm-up, then {BATCH_REQUESTS}")
     drive(hub.port, batches[:BATCH_WARM_UP], BATCH_CONNECTIONS)
+    ceiling_before = baselines.executemany_events_per_second()
     batch = drive(hub.port, batches[BATCH_WARM_UP:], BATCH_CONNECTIONS)
-    return HubFigures(single, batch)
+    ceiling_after = baselines.executemany_events_per_second()
+    return HubFigures(single, batch, (seed_before + seed_after) / 2, (ceiling_before + ceiling_after) / 2)
 
 
-def sqlite_hub_figures(var_dir: Path) -> tuple[HubFigures, list[str]]:
+def sqlite_hub_figures(var_dir: Path, directory: Path) -> tuple[HubFigures, "Baselines"]:
     hub = start_hub("SQLite", hub_env(var_dir, None))
     try:
-        figures = measure_hub(hub)
+        with sqlite3.connect(var_dir / "db.sqlite3") as conn:
+            query = "SELECT sql FROM sqlite_master WHERE tbl_name = 'collector_prediction' AND sql IS NOT NULL"
+            ddl = [sql for (sql,) in conn.execute(f"{query} ORDER BY type DESC")]
+        baselines = Baselines(directory, ddl)
+        return measure_hub(hub, baselines), baselines
     finally:
         hub.stop()
-    with sqlite3.connect(var_dir / "db.sqlite3") as conn:
-        query = "SELECT sql FROM sqlite_master WHERE tbl_name = 'collector_prediction' AND sql IS NOT NULL"
-        rows = conn.execute(f"{query} ORDER BY type DESC").fetchall()
-    return figures, [sql for (sql,) in rows]
 
 
-def postgres_hub_figures(var_dir: Path) -> HubFigures | None:
+def postgres_hub_figures(var_dir: Path, baselines: "Baselines") -> HubFigures | None:
     import psycopg
 
     user = os.environ.get("PGUSER", "postgres")
@@ -281,7 +292,7 @@ def postgres_hub_figures(var_dir: Path) -> HubFigures | None:
     try:
         hub = start_hub("PostgreSQL", hub_env(var_dir, PG_URL.format(user=user, host=host, port=port, name=name)))
         try:
-            return measure_hub(hub)
+            return measure_hub(hub, baselines)
         finally:
             hub.stop()
     finally:
@@ -292,20 +303,6 @@ def postgres_hub_figures(var_dir: Path) -> HubFigures | None:
 # --- baselines ---------------------------------------------------------------------------------------
 
 
-def seed_calls_per_second() -> float:
-    progress(f"[seed] the seed-000 logger in process for {SEED_SECONDS:.0f} s")
-    with tempfile.TemporaryDirectory(prefix="bench-seed-") as directory:
-        seed = SeedFeedbackCollector(str(Path(directory) / "feedback.db"))
-        for _ in range(20):
-            seed.log_feedback([0.5, 1.0, 2.1], 1, None, "v1.0", 0.042)
-        calls = 0
-        started = time.perf_counter()
-        while time.perf_counter() - started < SEED_SECONDS:
-            seed.log_feedback([0.5, 1.0, 2.1], 1, None, "v1.0", 0.042)
-            calls += 1
-        return calls / (time.perf_counter() - started)
-
-
 CEILING_COLUMNS = [
     "registered_model_id", "model_version_id", "event_id", "created_at", "received_at", "source", "input",
     "prediction", "predicted_label", "actual", "actual_label", "is_correct", "latency_ms", "confidence",
@@ -313,41 +310,61 @@ CEILING_COLUMNS = [
 ]  # fmt: skip
 
 
-def executemany_ceiling(ddl: list[str], directory: Path) -> float:
-    """Events/s of raw executemany, 1,000 rows per transaction: the median of CEILING_ROUNDS rounds."""
-    progress(f"[ceiling] raw sqlite3 executemany, {CEILING_ROUNDS} rounds of {BATCH_SIZE} rows")
-    conn = sqlite3.connect(directory / "ceiling.sqlite3")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    for statement in ddl:
-        conn.execute(statement)
-    conn.commit()
-    placeholders = ", ".join("?" * len(CEILING_COLUMNS))
-    sql = f"INSERT INTO collector_prediction ({', '.join(CEILING_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
-    now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
-    rates = []
-    for round_ in range(CEILING_ROUNDS + 2):
-        rows = []
-        for i in range(BATCH_SIZE):
-            item = event(round_ * BATCH_SIZE + i, "ceiling")
-            rows.append((
-                1, 1, item["event_id"], now, now, "api", json.dumps(item["input"]), json.dumps(item["prediction"]),
-                str(item["prediction"]), None, "", None, item["latency_ms"], item["confidence"], "",
-                json.dumps(item["attributes"]), "0" * 64,
-            ))  # fmt: skip
+class Baselines:
+    """The seed logger and the executemany ceiling, measured again beside each phase they are compared with."""
+
+    def __init__(self, directory: Path, ddl: list[str]) -> None:
+        self._seed = SeedFeedbackCollector(str(directory / "feedback.db"))
+        for _ in range(20):
+            self._seed.log_feedback([0.5, 1.0, 2.1], 1, None, "v1.0", 0.042)
+        self._ceiling = sqlite3.connect(directory / "ceiling.sqlite3")
+        self._ceiling.execute("PRAGMA journal_mode=WAL")
+        self._ceiling.execute("PRAGMA synchronous=NORMAL")
+        for statement in ddl:
+            self._ceiling.execute(statement)
+        self._ceiling.commit()
+        self._rounds = 0
+        self.executemany_events_per_second()  # a first round to warm up
+
+    def seed_calls_per_second(self) -> float:
+        progress(f"[seed] the seed-000 logger in process for {SEED_SECONDS:.0f} s")
+        calls = 0
         started = time.perf_counter()
-        with conn:
-            conn.executemany(sql, rows)
-        if round_ >= 2:
+        while time.perf_counter() - started < SEED_SECONDS:
+            self._seed.log_feedback([0.5, 1.0, 2.1], 1, None, "v1.0", 0.042)
+            calls += 1
+        return calls / (time.perf_counter() - started)
+
+    def executemany_events_per_second(self) -> float:
+        """Events/s of raw executemany, 1,000 rows per transaction: the median of CEILING_ROUNDS rounds."""
+        progress(f"[ceiling] raw sqlite3 executemany, {CEILING_ROUNDS} rounds of {BATCH_SIZE} rows")
+        placeholders = ", ".join("?" * len(CEILING_COLUMNS))
+        sql = f"INSERT INTO collector_prediction ({', '.join(CEILING_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+        now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
+        rates = []
+        for _ in range(CEILING_ROUNDS):
+            first = self._rounds * BATCH_SIZE
+            self._rounds += 1
+            rows = []
+            for n in range(first, first + BATCH_SIZE):
+                item = event(n, "ceiling")
+                rows.append((
+                    1, 1, item["event_id"], now, now, "api", json.dumps(item["input"]), json.dumps(item["prediction"]),
+                    str(item["prediction"]), None, "", None, item["latency_ms"], item["confidence"], "",
+                    json.dumps(item["attributes"]), "0" * 64,
+                ))  # fmt: skip
+            started = time.perf_counter()
+            with self._ceiling:
+                self._ceiling.executemany(sql, rows)
             rates.append(BATCH_SIZE / (time.perf_counter() - started))
-    conn.close()
-    return statistics.median(rates)
+        return statistics.median(rates)
 
 
 # --- the figures -------------------------------------------------------------------------------------
 
 
-def single_figure(name: str, hub: HubFigures, seed: float) -> Figure:
+def single_figure(name: str, hub: HubFigures) -> Figure:
+    seed = hub.seed
     ratio = hub.single.rate / seed
     return Figure(
         measure=f"single-event HTTP ingest, gunicorn {WORKERS} workers, {name}: req/s (p50 / p99 ms)",
@@ -361,7 +378,8 @@ def single_figure(name: str, hub: HubFigures, seed: float) -> Figure:
     )
 
 
-def batch_figure(name: str, hub: HubFigures, ceiling: float, *, with_goal: bool) -> Figure:
+def batch_figure(name: str, hub: HubFigures, *, with_goal: bool) -> Figure:
+    ceiling = hub.ceiling
     share = hub.events_per_second / ceiling
     return Figure(
         measure=f"batched HTTP ingest ({BATCH_SIZE:,} events/request), gunicorn {WORKERS} workers, {name}: events/s",
@@ -377,18 +395,16 @@ def batch_figure(name: str, hub: HubFigures, ceiling: float, *, with_goal: bool)
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="feedbackhub-bench-ingest-") as directory:
         base = Path(directory)
-        (base / "sqlite").mkdir()
-        (base / "postgres").mkdir()
-        sqlite_figures, ddl = sqlite_hub_figures(base / "sqlite")
-        postgres_figures = postgres_hub_figures(base / "postgres")
-        seed = seed_calls_per_second()
-        ceiling = executemany_ceiling(ddl, base)
-    figures = [single_figure("SQLite", sqlite_figures, seed)]
+        for name in ("sqlite", "postgres", "baselines"):
+            (base / name).mkdir()
+        sqlite_figures, baselines = sqlite_hub_figures(base / "sqlite", base / "baselines")
+        postgres_figures = postgres_hub_figures(base / "postgres", baselines)
+    figures = [single_figure("SQLite", sqlite_figures)]
     if postgres_figures is not None:
-        figures.append(single_figure("PostgreSQL", postgres_figures, seed))
-    figures.append(batch_figure("SQLite", sqlite_figures, ceiling, with_goal=True))
+        figures.append(single_figure("PostgreSQL", postgres_figures))
+    figures.append(batch_figure("SQLite", sqlite_figures, with_goal=True))
     if postgres_figures is not None:
-        figures.append(batch_figure("PostgreSQL", postgres_figures, ceiling, with_goal=False))
+        figures.append(batch_figure("PostgreSQL", postgres_figures, with_goal=False))
     print(f"\nIngest over HTTP on {HOST}, gunicorn {WORKERS} workers, load generator on the same machine.\n")
     print("| measure | figure | baseline | baseline figure | ratio | goal | met |")
     print("|---|---:|---|---:|---:|---|---|")
