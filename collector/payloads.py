@@ -8,6 +8,8 @@ MAX_DEPTH = 32
 
 
 def _string_problem(text: str) -> str | None:
+    if text.isascii():
+        return "contains a NUL character (\\u0000), which cannot be stored" if "\x00" in text else None
     if "\x00" in text:
         return "contains a NUL character (\\u0000), which cannot be stored"
     try:

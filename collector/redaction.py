@@ -98,15 +98,18 @@ class RedactionPolicy:
         if isinstance(value, str):
             return self.text(value)
         if self.mask_cards and isinstance(value, int) and not isinstance(value, bool):
+            if not 10**12 <= abs(value) < 10**19:  # a card number has 13 to 19 digits
+                return value
             digits = str(abs(value))
-            return marker("card", digits) if 13 <= len(digits) <= 19 and luhn_valid(digits) else value
+            return marker("card", digits) if luhn_valid(digits) else value
         if isinstance(value, list):
             return [self.value(item, path) for item in value]
         if isinstance(value, dict):
             masked = {}
+            keyed = bool(self.drop_keys or self.hash_keys)
             for key, item in value.items():
-                child = f"{path}.{key}"
-                rule = self._key_rule(str(key), child)
+                child = f"{path}.{key}" if keyed else path  # paths matter only to key rules
+                rule = self._key_rule(str(key), child) if keyed else None
                 if rule == "dropped":
                     masked[key] = marker("dropped", str(item))
                 elif rule == "hash":

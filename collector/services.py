@@ -20,6 +20,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from collector.counters import OutcomeChange, counters_record, counters_record_feedback
+from collector.inserts import insert_rows, new_row
 from collector.labels import LabelError, infer_task_type, judge, label_for, outcome_key
 from collector.models import (
     MODEL_NAME_VALIDATOR,
@@ -59,7 +60,7 @@ class Actor:
         return self.allowed_model_ids is None or registered_model_id in self.allowed_model_ids
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs several times more, per item of a batch
 class PredictionIn:
     version: str
     input: Any
@@ -165,6 +166,32 @@ def _chunks(values: Sequence[T]) -> list[Sequence[T]]:
     return [values[start : start + _QUERY_CHUNK] for start in range(0, len(values), _QUERY_CHUNK)]
 
 
+def _select_by_event(
+    model_class: type,
+    columns: Sequence[str],
+    model_id: int,
+    event_ids: Sequence[str],
+    *,
+    event_column: str = "event_id",
+    where: str = "",
+) -> list[tuple]:
+    """Rows of `model_class` for one model and some event ids, by a statement written here: the ORM's compile of
+    an IN lookup costs more than the query, on the path every ingest request takes."""
+    quote = connection.ops.quote_name
+    found: list[tuple] = []
+    for chunk in _chunks(event_ids):
+        # Identifiers come from model metadata and every value is a parameter.
+        sql = (
+            f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(model_class._meta.db_table)} "  # noqa: S608
+            f"WHERE {quote('registered_model_id')} = %s AND {quote(event_column)} IN ({', '.join(['%s'] * len(chunk))})"
+            f"{where}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [model_id, *chunk])
+            found += cursor.fetchall()
+    return found
+
+
 def _default_model_name(name: str) -> str:
     return name or settings.FEEDBACKHUB_DEFAULT_MODEL
 
@@ -177,7 +204,7 @@ def _resolve_models(
     task_types: Sequence[str] | None = None,
 ) -> dict[str, RegisteredModel]:
     """Registered models by name for a write, registering new ones where allowed; checks the actor's scope."""
-    found = {model.name: model for model in RegisteredModel.objects.filter(name__in=set(names))}
+    found = {model.name: model for model in _models_named(sorted(set(names)))}
     invalid: list[FieldProblem] = []
     forbidden: list[FieldProblem] = []
     to_register: dict[str, str] = {}
@@ -206,15 +233,39 @@ def _resolve_models(
     return found
 
 
+def _models_named(names: Sequence[str]) -> list[RegisteredModel]:
+    # A raw query: compiling the ORM's IN lookup costs more than running it, on every ingest request.
+    if not names:
+        return []
+    quote = connection.ops.quote_name
+    table = quote(RegisteredModel._meta.db_table)
+    placeholders = ", ".join(["%s"] * len(names))
+    return list(RegisteredModel.objects.raw(f"SELECT * FROM {table} WHERE {quote('name')} IN ({placeholders})", names))  # noqa: S608
+
+
+def _versions_of(wanted: set[tuple[RegisteredModel, str]]) -> dict[tuple[int, str], ModelVersion]:
+    """The stored versions among `wanted`, by (model id, version); only their id, model and version are loaded."""
+    if not wanted:
+        return {}
+    quote = connection.ops.quote_name
+    model_ids = sorted({model.pk for model, _ in wanted})
+    names = sorted({version for _, version in wanted})
+    columns = ["id", "registered_model_id", "version"]
+    # Identifiers come from model metadata and every value is a parameter.
+    sql = (
+        f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(ModelVersion._meta.db_table)} "  # noqa: S608
+        f"WHERE {quote('registered_model_id')} IN ({', '.join(['%s'] * len(model_ids))}) "
+        f"AND {quote('version')} IN ({', '.join(['%s'] * len(names))})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*model_ids, *names])
+        rows = cursor.fetchall()
+    return {(row[1], row[2]): ModelVersion.from_db(connection.alias, columns, row) for row in rows}
+
+
 def _resolve_versions(wanted: set[tuple[RegisteredModel, str]], paths: dict[tuple[int, str], str]) -> dict:
     """ModelVersion rows by (model id, version), creating new versions where registration is automatic."""
-    model_ids = {model.pk for model, _ in wanted}
-    versions = {
-        (row.registered_model_id, row.version): row
-        for row in ModelVersion.objects.filter(
-            registered_model_id__in=model_ids, version__in={version for _, version in wanted}
-        )
-    }
+    versions = _versions_of(wanted)
     missing = [(model, version) for model, version in wanted if (model.pk, version) not in versions]
     if missing and not settings.FEEDBACKHUB_AUTO_REGISTER:
         problems = [
@@ -254,10 +305,9 @@ def _plan_idempotent_insert(
     for item in keyed:
         by_model.setdefault(item.model_id, []).append(item.event_id)
     for model_id, event_ids in by_model.items():
-        for chunk in _chunks(sorted(set(event_ids))):
-            rows = model_class.objects.filter(registered_model_id=model_id, event_id__in=chunk)
-            for pk, event_id, sha in rows.values_list("pk", "event_id", "payload_sha256"):
-                stored[(model_id, event_id)] = (pk, sha)
+        rows = _select_by_event(model_class, ["id", "event_id", "payload_sha256"], model_id, sorted(set(event_ids)))
+        for pk, event_id, sha in rows:
+            stored[(model_id, event_id)] = (pk, sha)
     plan = _InsertPlan(new=[], existing_ids={}, same_as_index={})
     first_in_batch: dict[tuple[int, str], _Keyed] = {}
     conflicts: list[FieldProblem] = []
@@ -314,19 +364,86 @@ def prediction_record_batch(
     """Record predictions all or nothing. A retry of an event already stored returns the stored id."""
     if not items:
         raise InvalidInput("send at least one prediction", [FieldProblem("body", "send at least one prediction")])
-    return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, single))
-
-
-def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source: str, single: bool) -> list[Recorded]:
-    def path(index: int, name: str) -> str:
-        return name if single else _field(index, name)
-
+    path = _path_naming(single)
     problems = [
         FieldProblem(path(index, name), message)
         for index, item in enumerate(items)
         for name, message in _prediction_value_problems(item)
     ]
     _raise_if(problems, InvalidInput)
+    # For one item the extra read costs about what it would take out of the transaction.
+    prepared = _prepare_predictions(items, path) if len(items) > 1 else None
+    return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, path, prepared))
+
+
+def _path_naming(single: bool) -> Callable[[int, str], str]:
+    return lambda index, name: name if single else _field(index, name)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Items masked, labelled and fingerprinted under the models as they were read before the write transaction;
+    used only if the transaction reads the same task types and masking rules."""
+
+    rules: dict[int, tuple[str, RedactionPolicy]]
+    items: list[PredictionIn]
+    labels: list[str]
+    shas: list[str]
+
+
+def _prepare_predictions(items: Sequence[PredictionIn], path: Callable[[int, str], str]) -> _Prepared | None:
+    """The CPU work of a batch done before its write transaction, so that on SQLite, where that transaction holds
+    the one write lock, other web processes can write meanwhile. None when a model is new or anything is wrong:
+    the transaction then does it all and raises what there is to raise."""
+    names = [_default_model_name(item.model) for item in items]
+    models = {model.name: model for model in _models_named(sorted(set(names)))}
+    if any(name not in models for name in names):
+        return None
+    policies = _policies(models.values())
+    masked, labels, problems = _masked_and_labelled(items, [models[name] for name in names], policies, path)
+    if problems:
+        return None
+    return _Prepared(
+        rules={model.pk: (model.task_type, policies[model.pk]) for model in models.values()},
+        items=masked,
+        labels=labels,
+        shas=[_prediction_sha(names[index], item) for index, item in enumerate(masked)],
+    )
+
+
+def _masked_and_labelled(
+    items: Sequence[PredictionIn],
+    models: Sequence[RegisteredModel],
+    policies: dict[int, RedactionPolicy],
+    path: Callable[[int, str], str],
+) -> tuple[list[PredictionIn], list[str], list[FieldProblem]]:
+    """Items with PII masked, their predicted labels, and what does not fit their model's task type."""
+    masked = [_masked_prediction(item, policies[models[index].pk]) for index, item in enumerate(items)]
+    labels: list[str] = []
+    problems: list[FieldProblem] = []
+    for index, item in enumerate(masked):
+        model = models[index]
+        try:
+            labels.append(label_for(model.task_type, item.prediction))
+        except LabelError as error:
+            labels.append("")
+            problems.append(FieldProblem(path(index, "prediction"), _label_problem(model, error)))
+            continue
+        if item.actual is not None:
+            try:
+                judge(model.task_type, item.prediction, item.actual)
+            except LabelError as error:
+                problems.append(FieldProblem(path(index, "actual"), _label_problem(model, error)))
+    return masked, labels, problems
+
+
+def _prediction_record_batch(
+    items: Sequence[PredictionIn],
+    actor: Actor,
+    source: str,
+    path: Callable[[int, str], str],
+    prepared: _Prepared | None,
+) -> list[Recorded]:
     names = [_default_model_name(item.model) for item in items]
     models = _resolve_models(
         names,
@@ -335,31 +452,19 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
         task_types=[item.task_type or infer_task_type(item.prediction) for item in items],
     )
     policies = _policies(models.values())
-    items = [_masked_prediction(item, policies[models[names[i]].pk]) for i, item in enumerate(items)]
-    predicted_labels: list[str] = []
-    judgements: list[Any] = []
-    for index, item in enumerate(items):
-        model = models[names[index]]
-        try:
-            predicted_labels.append(label_for(model.task_type, item.prediction))
-        except LabelError as error:
-            predicted_labels.append("")
-            problems.append(FieldProblem(path(index, "prediction"), _label_problem(model, error)))
-            continue
-        if item.actual is not None:
-            try:
-                judgements.append(judge(model.task_type, item.prediction, item.actual))
-            except LabelError as error:
-                problems.append(FieldProblem(path(index, "actual"), _label_problem(model, error)))
-    _raise_if(problems, InvalidInput)
+    rules = {model.pk: (model.task_type, policies[model.pk]) for model in models.values()}
+    if prepared is not None and all(prepared.rules.get(pk) == rule for pk, rule in rules.items()):
+        items, predicted_labels, shas = prepared.items, prepared.labels, prepared.shas
+    else:
+        by_index = [models[name] for name in names]
+        items, predicted_labels, problems = _masked_and_labelled(items, by_index, policies, path)
+        _raise_if(problems, InvalidInput)
+        shas = [_prediction_sha(names[index], item) for index, item in enumerate(items)]
 
     version_paths = {(models[names[i]].pk, item.version): path(i, "version") for i, item in enumerate(items)}
     versions = _resolve_versions({(models[names[i]], item.version) for i, item in enumerate(items)}, version_paths)
     event_ids = [item.event_id or uuid.uuid4().hex for item in items]
-    keyed = [
-        _Keyed(index, models[names[index]].pk, event_ids[index], _prediction_sha(names[index], item))
-        for index, item in enumerate(items)
-    ]
+    keyed = [_Keyed(index, models[names[index]].pk, event_ids[index], shas[index]) for index in range(len(items))]
     lock_events("prediction", [(k.model_id, k.event_id) for k in keyed])
     plan = _plan_idempotent_insert(Prediction, keyed, path)
     pending = _pending_outcomes_for([(k.model_id, k.event_id) for k in plan.new])
@@ -368,9 +473,10 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
     for entry in plan.new:
         item = items[entry.index]
         model = models[names[entry.index]]
-        row = Prediction(
-            registered_model=model,
-            model_version=versions[(model.pk, item.version)],
+        row = new_row(
+            Prediction,
+            registered_model_id=model.pk,
+            model_version_id=versions[(model.pk, item.version)].pk,
             event_id=entry.event_id,
             created_at=item.timestamp or now,
             source=source,
@@ -388,7 +494,7 @@ def _prediction_record_batch(items: Sequence[PredictionIn], actor: Actor, source
         if actual is not None:
             _set_outcome(row, model.task_type, actual, now)
         rows.append(row)
-    Prediction.objects.bulk_create(rows)
+    insert_rows(rows)
     counters_record(
         new_predictions=rows,
         outcome_changes=[_outcome_change(row, +1) for row in rows if row.actual is not None],
@@ -507,9 +613,10 @@ def _pending_outcomes_for(keys: list[tuple[int, str]]) -> dict[tuple[int, str], 
     for model_id, event_id in keys:
         by_model.setdefault(model_id, []).append(event_id)
     for model_id, event_ids in by_model.items():
-        for chunk in _chunks(event_ids):
-            for pending in PendingOutcome.objects.filter(registered_model_id=model_id, event_id__in=chunk):
-                found[(model_id, pending.event_id)] = pending
+        # Pending outcomes are rare: a cheap look first, the ORM only for the rows there are.
+        ids = [pk for (pk,) in _select_by_event(PendingOutcome, ["id"], model_id, event_ids)]
+        for pending in PendingOutcome.objects.filter(pk__in=ids) if ids else ():
+            found[(model_id, pending.event_id)] = pending
     return found
 
 
@@ -520,6 +627,18 @@ def _link_waiting_feedback(predictions: Sequence[Prediction]) -> None:
     for model_id, event_id in by_key:
         by_model.setdefault(model_id, []).append(event_id)
     for model_id, event_ids in by_model.items():
+        # Feedback that waits for its prediction is rare: a cheap look (by the partial index) before the UPDATE.
+        waiting = _select_by_event(
+            Feedback,
+            ["id"],
+            model_id,
+            event_ids,
+            event_column="prediction_event_id",
+            where=f" AND {connection.ops.quote_name('prediction_id')} IS NULL"
+            f" AND {connection.ops.quote_name('prediction_event_id')} <> ''",
+        )
+        if not waiting:
+            continue
         for chunk in _chunks(event_ids):
             waiting: dict[str, list[int]] = {}
             for pk, event_id in Feedback.objects.filter(
@@ -862,14 +981,38 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
     parts = raw_key.split("_", 2)
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
         return None
-    api_key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
-    if api_key is None or not hmac.compare_digest(api_key.key_sha256, api_key_hash(raw_key)):
-        return None
     now = timezone.now()
-    if api_key.last_used_at is None or api_key.last_used_at < now - timedelta(minutes=1):
+    found = _active_key_row(parts[1], used_since=now - timedelta(minutes=1))
+    if found is None:
+        return None
+    api_key, used_lately = found
+    if not hmac.compare_digest(api_key.key_sha256, api_key_hash(raw_key)):
+        return None
+    if not used_lately:
         # At most one write a minute per key, so authentication does not turn every read into a write.
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
     return api_key
+
+
+def _active_key_row(prefix: str, *, used_since: datetime) -> tuple[ApiKey, bool] | None:
+    """The unrevoked key with this prefix (its id, name, prefix, hash and scope loaded), and whether it was used
+    since `used_since`. A plain statement: every API request runs it, and the ORM's compile costs more."""
+    quote = connection.ops.quote_name
+    columns = ["id", "name", "prefix", "key_sha256", "all_models"]
+    # Identifiers come from model metadata and every value is a parameter.
+    sql = (
+        f"SELECT {', '.join(quote(c) for c in columns)}, "  # noqa: S608
+        f"{quote('last_used_at')} IS NOT NULL AND {quote('last_used_at')} >= %s "
+        f"FROM {quote(ApiKey._meta.db_table)} WHERE {quote('prefix')} = %s AND {quote('revoked_at')} IS NULL"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(used_since), prefix])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, name, prefix, key_sha256, all_models, used_lately = row
+    api_key = ApiKey.from_db(connection.alias, columns, [pk, name, prefix, key_sha256, bool(all_models)])
+    return api_key, bool(used_lately)
 
 
 def api_key_revoke(*, api_key: ApiKey) -> bool:

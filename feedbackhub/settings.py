@@ -91,7 +91,8 @@ def _database_from_url(url: str) -> dict:
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # SQLite allows one writer at a time: IMMEDIATE takes the write lock when a transaction starts
         # (no upgrade deadlocks), WAL lets readers go on meanwhile, and the timeout queues writers.
-        config["CONN_MAX_AGE"] = 0
+        # Connections are kept (opening one costs more than a small write); see feedbackhub/sqlite/base.py.
+        config["CONN_MAX_AGE"] = None
         # Past the busy timeout a write answers 503 (the lock is held elsewhere); gunicorn's timeout is longer.
         busy = env_int("FEEDBACKHUB_SQLITE_BUSY_SECONDS", "30", minimum=1)
         config["OPTIONS"] = {
@@ -103,7 +104,7 @@ def _database_from_url(url: str) -> dict:
         config["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
     # django-prometheus' wrappers of the same backends count queries and errors for /metrics.
     instrumented = {
-        "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+        "django.db.backends.sqlite3": "feedbackhub.sqlite",
         "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
     }
     config["ENGINE"] = instrumented.get(config["ENGINE"], config["ENGINE"])

@@ -61,6 +61,73 @@ class PredictionInSerializer(serializers.Serializer):
     )
 
 
+_NOT_FAST = object()
+
+
+def _plain_text(value: Any, *, max_length: int) -> Any:
+    """A string the CharFields store unchanged: non-empty, no outer whitespace, short enough; else _NOT_FAST.
+
+    The parser has already refused NUL characters and unpaired surrogates anywhere in the body."""
+    if type(value) is not str or not value or len(value) > max_length or value[0].isspace() or value[-1].isspace():
+        return _NOT_FAST
+    return value
+
+
+def _bounded_number(value: Any, *, high: float) -> Any:
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not 0 <= value <= high:
+        return _NOT_FAST
+    return float(value)
+
+
+def prediction_in_fast(data: Any) -> dict[str, Any] | None:
+    """PredictionInSerializer's validated_data for the common shape of a valid prediction, or None when the body
+    is anything else (invalid, or valid but unusual), which then goes through the serializer for its exact answer.
+
+    The serializer costs about 150 µs a prediction; a batch of 1,000 would spend most of its time there.
+    """
+    if type(data) is not dict:
+        return None
+    get = data.get
+    version = _plain_text(get("version"), max_length=100)
+    model = _plain_text(get("model"), max_length=100) if "model" in data else ""
+    interaction_id = get("interaction_id", "")
+    if interaction_id != "":
+        interaction_id = _plain_text(interaction_id, max_length=255)
+    latency_ms = _bounded_number(get("latency_ms"), high=86_400_000)
+    confidence = _bounded_number(get("confidence"), high=1)
+    attributes = get("attributes", {})
+    task_type = get("task_type", "")
+    if (
+        _NOT_FAST in (version, model, interaction_id, latency_ms, confidence)
+        or get("input") is None
+        or get("prediction") is None
+        or type(attributes) is not dict
+        or ("task_type" in data and task_type not in TaskType.values)
+        or get("timestamp") is not None
+    ):
+        return None
+    validated = {
+        "model": model,
+        "version": version,
+        "input": data["input"],
+        "prediction": data["prediction"],
+        "actual": get("actual"),
+        "latency_ms": latency_ms,
+        "confidence": confidence,
+        "interaction_id": interaction_id,
+        "attributes": dict(attributes),
+        "timestamp": None,
+        "task_type": task_type,
+    }
+    if "event_id" in data:
+        validated["event_id"] = _plain_text(data["event_id"], max_length=128)
+        if validated["event_id"] is _NOT_FAST:
+            return None
+    return validated
+
+
 class LogFeedbackInSerializer(serializers.Serializer):
     """The body of the seed logger's `POST /log-feedback`."""
 

@@ -1,5 +1,6 @@
 """REST endpoints: thin views that validate shapes and call collector services."""
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -66,10 +67,19 @@ def _model_named(request: Request, name: str, *, for_write: bool = False) -> Reg
     return model
 
 
-def _one_or_many(request: Request, serializer_class: type[serializers.Serializer]) -> tuple[list[dict], bool]:
-    """Validated items of a body holding one object or a list of them, and whether it was one object."""
+def _one_or_many(
+    request: Request,
+    serializer_class: type[serializers.Serializer],
+    fast: Callable[[Any], dict | None] | None = None,
+) -> tuple[list[dict], bool]:
+    """Validated items of a body holding one object or a list of them, and whether it was one object.
+
+    `fast` validates the common shape of an item for less; where it returns None the serializer decides."""
     data = request.data
     if isinstance(data, dict):
+        item = fast(data) if fast is not None else None
+        if item is not None:
+            return [item], True
         serializer = serializer_class(data=data)
         serializer.is_valid(raise_exception=True)
         return [serializer.validated_data], True
@@ -82,6 +92,10 @@ def _one_or_many(request: Request, serializer_class: type[serializers.Serializer
     if len(data) > limit:
         message = f"a batch holds at most {limit} items, this one has {len(data)}"
         raise PayloadTooLarge(f"body: {message}", [FieldProblem("body", message)])
+    if fast is not None:
+        items = [fast(item) for item in data]
+        if None not in items:
+            return items, False
     serializer = serializer_class(data=data, many=True)
     serializer.is_valid(raise_exception=True)
     return list(serializer.validated_data), False
@@ -130,7 +144,7 @@ class PredictionsView(generics.ListAPIView):
         },
     )
     def post(self, request: Request) -> Response:
-        items, single = _one_or_many(request, api.PredictionInSerializer)
+        items, single = _one_or_many(request, api.PredictionInSerializer, api.prediction_in_fast)
         results = services.prediction_record_batch(
             items=[services.PredictionIn(**item) for item in items], actor=_writer(request), single=single
         )

@@ -1,6 +1,8 @@
 import hashlib
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from collector.models import ApiKey, Prediction, RegisteredModel
 from collector.services import api_key_create, api_key_revoke
@@ -93,3 +95,25 @@ def test_a_staff_session_may_read_but_not_write(api: ApiClient, staff_client: Ap
     assert response.status_code == 403
     assert "API key" in response.json()["error"]["message"]
     assert Prediction.objects.count() == 1
+
+
+def test_last_used_is_written_at_most_once_a_minute(api: ApiClient, api_key: tuple[ApiKey, str]) -> None:
+    recently = timezone.now() - timedelta(seconds=30)
+    ApiKey.objects.filter(pk=api_key[0].pk).update(last_used_at=recently)
+    assert api.get(URL).status_code == 200
+    api_key[0].refresh_from_db()
+    assert api_key[0].last_used_at == recently
+
+    long_ago = timezone.now() - timedelta(minutes=2)
+    ApiKey.objects.filter(pk=api_key[0].pk).update(last_used_at=long_ago)
+    assert api.get(URL).status_code == 200
+    api_key[0].refresh_from_db()
+    assert api_key[0].last_used_at > recently
+
+
+def test_a_revoked_key_is_refused_at_once(api: ApiClient, api_key: tuple[ApiKey, str]) -> None:
+    assert api.get(URL).status_code == 200
+
+    api_key_revoke(api_key=api_key[0])
+
+    assert api.get(URL).status_code == 401

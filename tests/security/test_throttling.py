@@ -13,6 +13,8 @@ from django.core.cache import cache
 
 from collector.models import ApiKey, Feedback, Prediction
 from collector.services import api_key_create
+from feedbackhub.env import parse_rate
+from loop.api.throttling import write_hit
 from tests.conftest import ApiClient, prediction_body
 
 pytestmark = pytest.mark.django_db
@@ -139,3 +141,18 @@ def test_on_redis_processes_share_the_counts_and_other_keys_are_not_affected(
     assert cache.get(f"throttle:write:{api_key[0].prefix}:{int(time.time() // 86400)}") == 4
     other = ApiClient(api_key_create(name="other-service")[1])
     assert other.post_json(URL, prediction_body(event_id="other")).status_code == 201
+
+
+def test_a_process_reports_its_writes_to_the_shared_cache_in_steps_of_one_percent_of_the_limit() -> None:
+    rate = parse_rate("rate", "500/day")
+    now = time.time()
+    prefix = f"stepping-{now}"  # the file cache outlives a test run
+    counter = f"throttle:write:{prefix}:{int(now // 86400)}"
+
+    assert [write_hit(key_prefix=prefix, rate=rate, now=now) for _ in range(4)] == [0] * 4
+    assert cache.get(counter) is None  # not told yet: a step is 5 writes
+    assert [write_hit(key_prefix=prefix, rate=rate, now=now) for _ in range(496)] == [0] * 496
+    assert cache.get(counter) == 500
+
+    assert write_hit(key_prefix=prefix, rate=rate, now=now) > 0
+    assert cache.get(counter) == 501  # past the limit every write is checked against the shared count

@@ -1,0 +1,428 @@
+"""Ingest throughput over HTTP: gunicorn with 2 workers on SQLite and PostgreSQL, beside what SQLite itself allows.
+
+Run with `python tests/benchmarks/bench_ingest.py`. Everything listens on 127.0.0.1 only. Each database gets a
+throwaway home: SQLite under a temporary FEEDBACKHUB_VAR_DIR, PostgreSQL a database `bench_ingest_<pid>` on
+127.0.0.1:5432 (or PGHOST/PGPORT/PGUSER), created and dropped here; PostgreSQL is skipped with a note when it
+cannot be reached. For each: `manage.py migrate`, an API key from `manage.py create_api_key` (the service
+`api_key_create`), then gunicorn started as `make run` starts it (`feedbackhub.wsgi:application`, 2 workers,
+`-c python:feedbackhub.gunicorn_conf`).
+
+The load generator is one asyncio process on the same 2 cores, so it is kept lean: every request's bytes are built
+before timing, it keeps connections open where the server allows (reconnecting where it closes them), reads
+responses by Content-Length, and checks only the status line. Each phase has a warm-up, then runs for a fixed time.
+
+1. Single events: `POST /api/v1/predictions/` with one JSON object per request, a distinct event_id each, over
+   SINGLE_CONNECTIONS connections at once: requests/s and p50/p99 latency. Baseline: the seed-000 logger, in
+   process (a new sqlite3 connection, an INSERT and a commit per call, in a temporary directory), calls/s.
+   Goal: at least 1.0× the seed logger's calls/s, on each database.
+2. Batches: 1,000 events per request over BATCH_CONNECTIONS connections: events/s. Ceiling: raw `sqlite3`
+   `executemany` of 1,000 such rows in one transaction, into a table made from the migrated database's own
+   CREATE TABLE / CREATE INDEX statements (read from sqlite_master), with the same journal settings as the hub
+   (WAL, synchronous=NORMAL). Goal: at least 20% of the ceiling over HTTP on SQLite; PostgreSQL is reported
+   beside the same ceiling, without a goal.
+
+Other work on the machine moves every figure, so each baseline is measured just before and just after the phase
+it is compared with (its mean is the baseline), and the ratios are what to read: absolute numbers from different
+runs do not compare. The seed logger commits with fsync, so its figure also follows the disk's load.
+"""
+
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_client import SeedFeedbackCollector  # noqa: E402
+from figures import Figure, report  # noqa: E402
+
+HOST = "127.0.0.1"
+PATH = "/api/v1/predictions/"
+WORKERS = 2
+SINGLE_CONNECTIONS = 8
+SINGLE_WARM_UP_SECONDS = 2.0
+SINGLE_SECONDS = 10.0
+BATCH_SIZE = 1000
+BATCH_CONNECTIONS = 2
+BATCH_WARM_UP = 4
+BATCH_REQUESTS = 60
+SEED_SECONDS = 3.0
+CEILING_ROUNDS = 15
+GOAL_SINGLE_RATIO = 1.0
+GOAL_BATCH_SHARE = 0.20
+PG_URL = "postgres://{user}@{host}:{port}/{name}"
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def event(n: int, run: str) -> dict:
+    return {
+        "model": "bench",
+        "version": "v1",
+        "input": {"tenure": n % 48, "plan": "basic", "monthly_charges": 42.5, "text": "customer asked about billing"},
+        "prediction": n % 2,
+        "latency_ms": 12.5,
+        "confidence": 0.8,
+        "attributes": {"region": "eu"},
+        "event_id": f"{run}-{n}",
+    }
+
+
+def request_bytes(body: bytes, key: str) -> bytes:
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+# --- the load generator ------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, share: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+async def _exchange(port: int, payload: bytes, conn: list[asyncio.StreamReader | asyncio.StreamWriter | None]) -> int:
+    """Send one request on the connection in `conn` (opening one if needed); its status code."""
+    if conn[0] is None:
+        conn[0], conn[1] = await asyncio.open_connection(HOST, port)
+    reader, writer = conn
+    writer.write(payload)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lowered = head.lower()
+    start = lowered.find(b"content-length:")
+    length = int(lowered[start + 15 : lowered.find(b"\r\n", start)]) if start >= 0 else 0
+    await reader.readexactly(length)
+    if b"connection: close" in lowered:
+        writer.close()
+        conn[0] = conn[1] = None
+    return status
+
+
+async def _drive(port: int, payloads: list[bytes], connections: int, seconds: float | None) -> LoadResult:
+    queue = iter(payloads)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    deadline = None if seconds is None else time.perf_counter() + seconds
+
+    async def worker() -> None:
+        conn: list = [None, None]
+        for payload in queue:
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+            started = time.perf_counter()
+            status = await _exchange(port, payload, conn)
+            latencies.append((time.perf_counter() - started) * 1000)
+            statuses[status] = statuses.get(status, 0) + 1
+        if conn[1] is not None:
+            conn[1].close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return LoadResult(len(latencies), time.perf_counter() - started, latencies, statuses)
+
+
+def drive(port: int, payloads: list[bytes], connections: int, seconds: float | None = None) -> LoadResult:
+    result = asyncio.run(_drive(port, payloads, connections, seconds))
+    bad = {status: n for status, n in result.statuses.items() if status not in (200, 201)}
+    if bad:
+        raise SystemExit(f"the hub answered {bad} (status: count); see the gunicorn output above")
+    return result
+
+
+# --- the hub under test ------------------------------------------------------------------------------
+
+
+@dataclass
+class Hub:
+    name: str
+    env: dict[str, str]
+    key: str
+    port: int
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def start_hub(name: str, env: dict[str, str]) -> Hub:
+    progress(f"[{name}] migrating a fresh database")
+    manage(env, "migrate", "--verbosity", "0")
+    key = manage(env, "create_api_key", "bench").strip().splitlines()[-1]
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "feedbackhub.wsgi:application", "--workers", str(WORKERS),
+        "--bind", f"{HOST}:{port}", "--config", "python:feedbackhub.gunicorn_conf",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, cwd=ROOT)  # noqa: S603 - fixed argv
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        raise SystemExit(f"[{name}] gunicorn did not listen on {HOST}:{port} within 60 s")
+    progress(f"[{name}] gunicorn (pid {process.pid}) listens on {HOST}:{port}")
+    return Hub(name, env, key, port, process)
+
+
+def hub_env(var_dir: Path, database_url: str | None) -> dict[str, str]:
+    env = {**os.environ, "FEEDBACKHUB_VAR_DIR": str(var_dir), "ALLOWED_HOSTS": HOST, "LOG_LEVEL": "WARNING"}
+    env.pop("DATABASE_URL", None)
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    multiproc = var_dir / "prometheus-multiproc"
+    multiproc.mkdir(parents=True, exist_ok=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
+    return env
+
+
+@dataclass
+class HubFigures:
+    single: LoadResult
+    batch: LoadResult
+    seed: float  # the seed logger's calls/s, measured just before and just after the single-event phase
+    ceiling: float  # executemany's events/s, measured just before and just after the batch phase
+
+    @property
+    def events_per_second(self) -> float:
+        return self.batch.requests * BATCH_SIZE / self.batch.seconds
+
+
+def measure_hub(hub: Hub, baselines: "Baselines") -> HubFigures:
+    """The hub's figures, each bracketed by its baseline, so both see the same load from whatever else runs."""
+    run = f"{hub.name}-{os.getpid()}"
+    singles = [
+        request_bytes(json.dumps(event(n, run)).encode(), hub.key) for n in range(int(SINGLE_SECONDS * 4000) + 4000)
+    ]
+    progress(f"[{hub.name}] single events: {SINGLE_WARM_UP_SECONDS:.0f} s warm-up, then {SINGLE_SECONDS:.0f} s")
+    warm = drive(hub.port, singles, SINGLE_CONNECTIONS, SINGLE_WARM_UP_SECONDS)
+    seed_before = baselines.seed_calls_per_second()
+    single = drive(hub.port, singles[warm.requests :], SINGLE_CONNECTIONS, SINGLE_SECONDS)
+    seed_after = baselines.seed_calls_per_second()
+    first = len(singles)
+    batches = [
+        request_bytes(json.dumps([event(first + b * BATCH_SIZE + i, run) for i in range(BATCH_SIZE)]).encode(), hub.key)
+        for b in range(BATCH_WARM_UP + BATCH_REQUESTS)
+    ]
+    progress(f"[{hub.name}] batches of {BATCH_SIZE}: {BATCH_WARM_UP} warm-up, then {BATCH_REQUESTS}")
+    drive(hub.port, batches[:BATCH_WARM_UP], BATCH_CONNECTIONS)
+    ceiling_before = baselines.executemany_events_per_second()
+    batch = drive(hub.port, batches[BATCH_WARM_UP:], BATCH_CONNECTIONS)
+    ceiling_after = baselines.executemany_events_per_second()
+    return HubFigures(single, batch, (seed_before + seed_after) / 2, (ceiling_before + ceiling_after) / 2)
+
+
+def sqlite_hub_figures(var_dir: Path, directory: Path) -> tuple[HubFigures, "Baselines"]:
+    hub = start_hub("SQLite", hub_env(var_dir, None))
+    try:
+        with sqlite3.connect(var_dir / "db.sqlite3") as conn:
+            query = "SELECT sql FROM sqlite_master WHERE tbl_name = 'collector_prediction' AND sql IS NOT NULL"
+            ddl = [sql for (sql,) in conn.execute(f"{query} ORDER BY type DESC")]
+        baselines = Baselines(directory, ddl)
+        return measure_hub(hub, baselines), baselines
+    finally:
+        hub.stop()
+
+
+def postgres_hub_figures(var_dir: Path, baselines: "Baselines") -> HubFigures | None:
+    import psycopg
+
+    user = os.environ.get("PGUSER", "postgres")
+    host = os.environ.get("PGHOST", HOST)
+    port = os.environ.get("PGPORT", "5432")
+    name = f"bench_ingest_{os.getpid()}"
+    admin = f"postgres://{user}@{host}:{port}/postgres"
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as error:
+        progress(f"[PostgreSQL] skipped: cannot create a database at {host}:{port} ({error})")
+        return None
+    try:
+        hub = start_hub("PostgreSQL", hub_env(var_dir, PG_URL.format(user=user, host=host, port=port, name=name)))
+        try:
+            return measure_hub(hub, baselines)
+        finally:
+            hub.stop()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- baselines ---------------------------------------------------------------------------------------
+
+
+CEILING_COLUMNS = [
+    "registered_model_id", "model_version_id", "event_id", "created_at", "received_at", "source", "input",
+    "prediction", "predicted_label", "actual", "actual_label", "is_correct", "latency_ms", "confidence",
+    "interaction_id", "attributes", "payload_sha256",
+]  # fmt: skip
+
+
+class Baselines:
+    """The seed logger and the executemany ceiling, measured again beside each phase they are compared with."""
+
+    def __init__(self, directory: Path, ddl: list[str]) -> None:
+        self._seed = SeedFeedbackCollector(str(directory / "feedback.db"))
+        for _ in range(20):
+            self._seed.log_feedback([0.5, 1.0, 2.1], 1, None, "v1.0", 0.042)
+        self._ceiling = sqlite3.connect(directory / "ceiling.sqlite3")
+        self._ceiling.execute("PRAGMA journal_mode=WAL")
+        self._ceiling.execute("PRAGMA synchronous=NORMAL")
+        for statement in ddl:
+            self._ceiling.execute(statement)
+        self._ceiling.commit()
+        self._rounds = 0
+        self.executemany_events_per_second()  # a first round to warm up
+
+    def seed_calls_per_second(self) -> float:
+        progress(f"[seed] the seed-000 logger in process for {SEED_SECONDS:.0f} s")
+        calls = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < SEED_SECONDS:
+            self._seed.log_feedback([0.5, 1.0, 2.1], 1, None, "v1.0", 0.042)
+            calls += 1
+        return calls / (time.perf_counter() - started)
+
+    def executemany_events_per_second(self) -> float:
+        """Events/s of raw executemany, 1,000 rows per transaction: the median of CEILING_ROUNDS rounds."""
+        progress(f"[ceiling] raw sqlite3 executemany, {CEILING_ROUNDS} rounds of {BATCH_SIZE} rows")
+        placeholders = ", ".join("?" * len(CEILING_COLUMNS))
+        sql = f"INSERT INTO collector_prediction ({', '.join(CEILING_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+        now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
+        rates = []
+        for _ in range(CEILING_ROUNDS):
+            first = self._rounds * BATCH_SIZE
+            self._rounds += 1
+            rows = []
+            for n in range(first, first + BATCH_SIZE):
+                item = event(n, "ceiling")
+                rows.append((
+                    1, 1, item["event_id"], now, now, "api", json.dumps(item["input"]), json.dumps(item["prediction"]),
+                    str(item["prediction"]), None, "", None, item["latency_ms"], item["confidence"], "",
+                    json.dumps(item["attributes"]), "0" * 64,
+                ))  # fmt: skip
+            started = time.perf_counter()
+            with self._ceiling:
+                self._ceiling.executemany(sql, rows)
+            rates.append(BATCH_SIZE / (time.perf_counter() - started))
+        return statistics.median(rates)
+
+
+# --- the figures -------------------------------------------------------------------------------------
+
+
+def single_figure(name: str, hub: HubFigures) -> Figure:
+    seed = hub.seed
+    ratio = hub.single.rate / seed
+    return Figure(
+        measure=f"single-event HTTP ingest, gunicorn {WORKERS} workers, {name}: req/s (p50 / p99 ms)",
+        value=f"{hub.single.rate:,.0f} req/s (p50 {hub.single.percentile(0.5):.1f} ms, "
+        f"p99 {hub.single.percentile(0.99):.1f} ms)",
+        baseline="seed-000 logger in-process (sqlite3 connect+INSERT+commit per call)",
+        baseline_value=f"{seed:,.0f} calls/s",
+        ratio=f"{ratio:.2f}×",
+        goal=f"≥ {GOAL_SINGLE_RATIO:.1f}×",
+        met=ratio >= GOAL_SINGLE_RATIO,
+    )
+
+
+def batch_figure(name: str, hub: HubFigures, *, with_goal: bool) -> Figure:
+    ceiling = hub.ceiling
+    share = hub.events_per_second / ceiling
+    return Figure(
+        measure=f"batched HTTP ingest ({BATCH_SIZE:,} events/request), gunicorn {WORKERS} workers, {name}: events/s",
+        value=f"{hub.events_per_second:,.0f} events/s",
+        baseline=f"raw sqlite3 executemany of {BATCH_SIZE:,} rows per transaction, same DDL, WAL",
+        baseline_value=f"{ceiling:,.0f} events/s",
+        ratio=f"{share:.0%} ({share:.2f}×)",
+        goal=f"≥ {GOAL_BATCH_SHARE:.0%} of the ceiling" if with_goal else "",
+        met=share >= GOAL_BATCH_SHARE if with_goal else None,
+    )
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="feedbackhub-bench-ingest-") as directory:
+        base = Path(directory)
+        for name in ("sqlite", "postgres", "baselines"):
+            (base / name).mkdir()
+        sqlite_figures, baselines = sqlite_hub_figures(base / "sqlite", base / "baselines")
+        postgres_figures = postgres_hub_figures(base / "postgres", baselines)
+    figures = [single_figure("SQLite", sqlite_figures)]
+    if postgres_figures is not None:
+        figures.append(single_figure("PostgreSQL", postgres_figures))
+    figures.append(batch_figure("SQLite", sqlite_figures, with_goal=True))
+    if postgres_figures is not None:
+        figures.append(batch_figure("PostgreSQL", postgres_figures, with_goal=False))
+    print(f"\nIngest over HTTP on {HOST}, gunicorn {WORKERS} workers, load generator on the same machine.\n")
+    print("| measure | figure | baseline | baseline figure | ratio | goal | met |")
+    print("|---|---:|---|---:|---:|---|---|")
+    for f in figures:
+        report(f)
+        met = "" if f.met is None else ("yes" if f.met else "NO")
+        print(f"| {f.measure} | {f.value} | {f.baseline} | {f.baseline_value} | {f.ratio} | {f.goal} | {met} |")
+    for name, hub in (("SQLite", sqlite_figures), ("PostgreSQL", postgres_figures)):
+        if hub is not None:
+            print(
+                f"\n{name}: {hub.single.requests:,} single requests in {hub.single.seconds:.1f} s over "
+                f"{SINGLE_CONNECTIONS} connections; {hub.batch.requests} batches in {hub.batch.seconds:.1f} s over "
+                f"{BATCH_CONNECTIONS} connections (batch p50 {hub.batch.percentile(0.5):.0f} ms)."
+            )
+    unmet = [f.measure for f in figures if f.met is False]
+    print("\nGoals: " + ("all met." if not unmet else "NOT met: " + "; ".join(unmet)))
+    return 1 if unmet else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
