@@ -627,29 +627,23 @@ def _link_waiting_feedback(predictions: Sequence[Prediction]) -> None:
     for model_id, event_id in by_key:
         by_model.setdefault(model_id, []).append(event_id)
     for model_id, event_ids in by_model.items():
-        # Feedback that waits for its prediction is rare: a cheap look (by the partial index) before the UPDATE.
-        waiting = _select_by_event(
+        # Feedback that waits for its prediction is rare: a cheap look (by the partial index) before any UPDATE.
+        waiting: dict[str, list[int]] = {}
+        for pk, event_id in _select_by_event(
             Feedback,
-            ["id"],
+            ["id", "prediction_event_id"],
             model_id,
             event_ids,
             event_column="prediction_event_id",
             where=f" AND {connection.ops.quote_name('prediction_id')} IS NULL"
             f" AND {connection.ops.quote_name('prediction_event_id')} <> ''",
-        )
-        if not waiting:
-            continue
-        for chunk in _chunks(event_ids):
-            waiting: dict[str, list[int]] = {}
-            for pk, event_id in Feedback.objects.filter(
-                registered_model_id=model_id, prediction__isnull=True, prediction_event_id__in=chunk
-            ).values_list("pk", "prediction_event_id"):
-                waiting.setdefault(event_id, []).append(pk)
-            for event_id, feedback_ids in waiting.items():
-                prediction = by_key[(model_id, event_id)]
-                Feedback.objects.filter(pk__in=feedback_ids).update(
-                    prediction_id=prediction.pk, input_sha256=fingerprint(prediction.input)
-                )
+        ):
+            waiting.setdefault(event_id, []).append(pk)
+        for event_id, feedback_ids in waiting.items():
+            prediction = by_key[(model_id, event_id)]
+            Feedback.objects.filter(pk__in=feedback_ids).update(
+                prediction_id=prediction.pk, input_sha256=fingerprint(prediction.input)
+            )
 
 
 def feedback_input_keys_fill(*, batch_size: int = 2_000) -> int:
