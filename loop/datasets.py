@@ -39,6 +39,7 @@ from loop.snapshots import (
     snapshot_discard,
     snapshot_load,
     snapshot_lock,
+    snapshot_matrix,
     snapshot_read_rows,
     snapshot_write,
 )
@@ -138,43 +139,60 @@ def _read_through_snapshot(registered_model: RegisteredModel, directory: Path) -
     with _consistent_read():
         read_at = timezone.now()
         snapshot = snapshot_load(directory, identity=identity)
-        result = None
+        update = None
         if snapshot is not None:
-            result = _read_with_snapshot(registered_model, snapshot, directory=directory, read_at=read_at)
-        full = _full_read(registered_model, keep_keys=True) if result is None else None
-    try:
-        if full is not None:
-            dataset, result = full.dataset(), full.snapshot(identity=identity, read_at=read_at)
-            if result is None:
+            update = _read_with_snapshot(registered_model, snapshot, directory=directory, read_at=read_at)
+        full = _full_read(registered_model, keep_keys=True) if update is None else None
+    if full is not None:
+        dataset, kept = full.dataset(), full.snapshot(identity=identity, read_at=read_at)
+        try:
+            if kept is None:
                 snapshot_discard(directory)
-                return dataset
-            snapshot_write(directory, result, matrix=dataset.inputs, unchanged_rows=0)
-            return dataset
-        dataset, updated, unchanged_rows = result
-        snapshot_write(directory, updated, matrix=dataset.inputs, unchanged_rows=unchanged_rows)
+            else:
+                snapshot_write(directory, kept, rows=dataset.inputs, first_row=0)
+        except OSError:  # a full disk must not fail the run: the next one reads everything again
+            logger.warning("Could not store the dataset snapshot in %s", directory, exc_info=True)
+            snapshot_discard(directory)
         return dataset
-    except OSError:  # a full disk must not fail the run: the next one reads everything again
-        logger.warning("Could not store the dataset snapshot in %s", directory, exc_info=True)
+    try:
+        snapshot_write(directory, update.snapshot, rows=update.tail, first_row=update.first_row)
+        inputs = snapshot_matrix(directory, rows=len(update.snapshot), width=update.snapshot.width)
+    except OSError:
+        logger.warning("Could not update the dataset snapshot in %s; reading every row", directory, exc_info=True)
         snapshot_discard(directory)
-        return dataset
+        return _full_read(registered_model, keep_keys=False).dataset()
+    targets = _decoded_targets(update.snapshot.targets, update.snapshot.labels)
+    return Dataset(ids=update.snapshot.ids, inputs=inputs, targets=targets, skipped=len(update.snapshot.skipped))
 
 
 @contextmanager
 def _consistent_read() -> Iterator[None]:
-    """One view of the tables for the snapshot's reads and counts (SQLite's read transactions always are one)."""
+    """On PostgreSQL, one view of the tables for the snapshot's reads and count. Not on SQLite, whose transactions
+    here take the write lock (IMMEDIATE) and would hold up every write for a full read: each statement is its own
+    view there; a row written or deleted between the reads and the count makes the count differ (a full read), and
+    a deletion and an insertion that cancel out in between are caught by the next run's count."""
+    if connection.vendor != "postgresql":
+        yield
+        return
     outermost = not connection.in_atomic_block
     with transaction.atomic():
-        if outermost and connection.vendor == "postgresql":
+        if outermost:
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         yield
 
 
+@dataclass(frozen=True)
+class _Update:
+    snapshot: Snapshot  # the rows now
+    tail: np.ndarray  # the inputs from first_row on; the stored matrix already holds the ones before
+    first_row: int
+
+
 def _read_with_snapshot(
     registered_model: RegisteredModel, snapshot: Snapshot, *, directory: Path, read_at: datetime
-) -> tuple[Dataset, Snapshot, int] | None:
-    """The dataset from the snapshot plus the rows labelled since it was made, the updated snapshot, and how many
-    leading matrix rows it has in common with the stored one; None when only a full read can tell.
+) -> _Update | None:
+    """The snapshot brought up to date with the rows labelled since it was made; None when only a full read can tell.
 
     Inputs and times of stored predictions never change (collected data is a record), so a row read again keeps its
     place and only its target may change. The rows read again: ids above the snapshot's highest, and rows whose
@@ -206,10 +224,16 @@ def _read_with_snapshot(
     new = new[np.lexsort((usable_ids[new], keys[new]))]
     new_codes = np.array([_target_code(targets[index], labels) for index in new.tolist()], dtype=codes.dtype)
     merged = _merge(snapshot, kept=kept, new_ids=usable_ids[new], new_keys=keys[new])
-    out = np.empty((usable, snapshot.width))
-    snapshot_read_rows(directory, width=snapshot.width, into=out, runs=merged.runs)
+    first = merged.unchanged_rows
+    tail = np.empty((usable - first, snapshot.width))
+    runs = [
+        (source + max(0, first - position), max(0, position - first), count - max(0, first - position))
+        for source, position, count in merged.runs
+        if position + count > first
+    ]
+    snapshot_read_rows(directory, width=snapshot.width, into=tail, runs=runs)
     if len(new):
-        out[merged.new_positions] = matrix[new]
+        tail[merged.new_positions - first] = matrix[new]
     ids = np.empty(usable, np.int64)
     ids[merged.kept_positions], ids[merged.new_positions] = snapshot.ids[kept], usable_ids[new]
     row_keys = np.empty(usable, np.int64)
@@ -227,23 +251,32 @@ def _read_with_snapshot(
         skipped=skipped,
         labels=labels,
     )
-    dataset = Dataset(ids=ids, inputs=out, targets=_decoded_targets(row_codes, labels), skipped=len(skipped))
-    return dataset, updated, merged.unchanged_rows
+    return _Update(snapshot=updated, tail=tail, first_row=first)
 
 
 def _fresh_rows(registered_model: RegisteredModel, snapshot: Snapshot) -> "_RowCollector":
     since = snapshot.read_at - SNAPSHOT_MARGIN
     labelled = labelled_predictions(registered_model)
-    # Three queries, each on its own index, where one over an OR would read all of the model's rows.
-    fresh = set(labelled.filter(pk__gt=snapshot.watermark).values_list("pk", flat=True))
-    fresh.update(labelled.filter(actual_recorded_at__gte=since).values_list("pk", flat=True))
-    fresh.update(labelled.filter(training_label_at__gte=since).values_list("pk", flat=True))
     rows = _RowCollector(task_type=registered_model.task_type, width=snapshot.width, keep_keys=True)
-    ordered = sorted(fresh)
-    for start in range(0, len(ordered), CHUNK):
-        for chunk in _prediction_chunks(
-            registered_model, with_times=False, with_keys=True, only=ordered[start : start + CHUNK]
-        ):
+    seen: set[int] = set()
+    # Three queries, each on its own index, where one over an OR would read all of the model's rows; a row found by
+    # two of them is taken once.
+    for part in (
+        labelled.filter(pk__gt=snapshot.watermark),
+        labelled.filter(actual_recorded_at__gte=since),
+        labelled.filter(training_label_at__gte=since),
+    ):
+        for chunk in _prediction_chunks(registered_model, with_times=False, with_keys=True, rows=part):
+            unseen = [index for index, row_id in enumerate(chunk.ids) if row_id not in seen]
+            seen.update(chunk.ids)
+            if len(unseen) < len(chunk.ids):
+                chunk = _Chunk(
+                    times=(),
+                    ids=[chunk.ids[i] for i in unseen],
+                    inputs=[chunk.inputs[i] for i in unseen],
+                    targets=[chunk.targets[i] for i in unseen],
+                    keys=chunk.keys[unseen],
+                )
             rows.add(chunk)
     return rows
 
@@ -381,13 +414,13 @@ def _rows(chunks: Iterator[_Chunk], *, rank: int) -> Iterator[tuple]:
 
 
 def _prediction_chunks(
-    registered_model: RegisteredModel, *, with_times: bool, with_keys: bool = False, only: Sequence[int] = ()
+    registered_model: RegisteredModel, *, with_times: bool, with_keys: bool = False, rows: QuerySet | None = None
 ) -> Iterator[_Chunk]:
+    """All the model's labelled predictions in time order, or `rows` of them in no order (the caller sorts them:
+    in time order SQLite would walk the model's whole time index to find a few)."""
     # An approved training label wins over the recorded outcome.
     label = NullIf(_json_text("training_label"), Value("null", output_field=TextField()))
-    rows = labelled_predictions(registered_model).order_by("created_at", "pk")
-    if only:
-        rows = rows.filter(pk__in=only)
+    rows = labelled_predictions(registered_model).order_by("created_at", "pk") if rows is None else rows.order_by()
     target = Coalesce(label, _json_text("actual"))
     return _column_chunks(rows, target=target, with_times=with_times, with_keys=with_keys)
 

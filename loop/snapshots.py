@@ -2,8 +2,7 @@
 
 One directory per model and database under `VAR_DIR/datasets/`:
 - `matrix.f8`: the usable rows' inputs as raw little-endian float64, row after row, in training order (created_at,
-  then id); read with plain file reads into the run's own matrix (never memory-mapped: mapped pages would count
-  twice against the run's memory);
+  then id); a run maps it read-only as its feature matrix, after writing the rows that changed;
 - `rows.npz`: per usable row its id, time key (microseconds since the epoch) and target (a float, or a code into the
   label list of `meta.json`), and the ids of the labelled rows that were skipped;
 - `meta.json`: written last and removed first, so files without it are never trusted.
@@ -16,6 +15,7 @@ import fcntl
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,7 +71,7 @@ def snapshot_load(directory: Path, *, identity: dict[str, Any]) -> Snapshot | No
             rows = {name: arrays[name] for name in _ROW_ARRAYS}
         if (directory / "matrix.f8").stat().st_size < len(rows["ids"]) * meta["width"] * 8:
             return None
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):  # damaged: read everything
         return None
     return Snapshot(
         identity=identity,
@@ -97,23 +97,26 @@ def snapshot_read_rows(directory: Path, *, width: int, into: np.ndarray, runs: l
                 view = view[read:]
 
 
-def snapshot_write(directory: Path, snapshot: Snapshot, *, matrix: np.ndarray, unchanged_rows: int) -> None:
-    """Store `snapshot`, whose inputs are `matrix`; the stored file's first `unchanged_rows` rows already hold
-    matrix's first rows, so only the rest is written (in the steady state, the rows labelled since the last run)."""
+def snapshot_write(directory: Path, snapshot: Snapshot, *, rows: np.ndarray, first_row: int) -> None:
+    """Store `snapshot`, whose inputs from `first_row` on are `rows` (the stored file already holds the ones before:
+    in the steady state only the rows labelled since the last run are written).
+
+    From row 0, a new file replaces the old one; otherwise the file is written in place and never made shorter, so a
+    process that still maps it (a run taken for lost that is finishing) never reads past its end."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "meta.json").unlink(missing_ok=True)  # from here until the new one is in place, nothing is trusted
+    data = np.ascontiguousarray(rows, dtype="<f8")
     path = directory / "matrix.f8"
-    row_bytes = snapshot.width * 8
-    with path.open("r+b" if path.exists() else "wb") as file:
-        file.truncate(unchanged_rows * row_bytes)
-        file.seek(unchanged_rows * row_bytes)
-        rest = np.ascontiguousarray(matrix[unchanged_rows:], dtype="<f8")
-        if rest.size:
-            file.write(memoryview(rest).cast("B"))
-        file.flush()
-        os.fsync(file.fileno())
-    rows = {name: getattr(snapshot, name) for name in _ROW_ARRAYS}
-    _replace(directory / "rows.npz", lambda out: np.savez(out, **rows))
+    if first_row == 0:
+        _replace(path, lambda out: out.write(memoryview(data).cast("B")) if data.size else None)
+    elif data.size:
+        with path.open("r+b") as file:
+            file.seek(first_row * snapshot.width * 8)
+            file.write(memoryview(data).cast("B"))
+            file.flush()
+            os.fsync(file.fileno())
+    arrays = {name: getattr(snapshot, name) for name in _ROW_ARRAYS}
+    _replace(directory / "rows.npz", lambda out: np.savez(out, **arrays))
     meta = {
         "format": FORMAT,
         "identity": snapshot.identity,
@@ -124,6 +127,13 @@ def snapshot_write(directory: Path, snapshot: Snapshot, *, matrix: np.ndarray, u
         "rows": len(snapshot),
     }
     _replace(directory / "meta.json", lambda out: out.write(json.dumps(meta).encode()))
+
+
+def snapshot_matrix(directory: Path, *, rows: int, width: int) -> np.ndarray:
+    """The stored inputs, mapped read-only: the page cache's copy, with nothing decoded or copied."""
+    if not rows:
+        return np.empty((0, width))
+    return np.memmap(directory / "matrix.f8", dtype="<f8", mode="r", shape=(rows, width))
 
 
 def snapshot_discard(directory: Path) -> None:
