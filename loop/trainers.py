@@ -285,7 +285,8 @@ class SklearnTrainer:
         if not len(inputs):
             raise TrainingDataError("No training examples.")
         labels = canonical_targets(task_type=self.task_type, targets=targets)
-        if self.task_type in CLASSIFICATION_TASKS and len(set(labels.tolist())) < 2:
+        fitted_labels = sortable_labels(labels)
+        if self.task_type in CLASSIFICATION_TASKS and not (fitted_labels != fitted_labels[0]).any():
             raise TrainingDataError(f"Every training target is '{labels[0]}'; a classifier needs two classes or more.")
         if isinstance(inputs, np.ndarray):
             mode, feature_count = FeatureMode.NUMERIC, inputs.shape[1] if inputs.ndim == 2 else None
@@ -296,7 +297,7 @@ class SklearnTrainer:
         pipeline = Pipeline(
             [("features", _featurizer(mode=mode, estimator_path=self.estimator_path)), ("model", self._estimator())]
         )
-        pipeline.fit(features, sortable_labels(labels))
+        pipeline.fit(features, fitted_labels)
         self._pipeline, self._feature_mode, self._feature_count = pipeline, mode, feature_count
 
     def predict(self, inputs: np.ndarray | Sequence[Any]) -> list[Any]:

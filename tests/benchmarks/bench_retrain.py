@@ -20,7 +20,8 @@ Both measured steps run in a fresh subprocess, so the peak is that step's own: t
 the project's default estimator, LogisticRegression(max_iter=1000, random_state=0), on the same training rows already
 in memory as NumPy arrays (labels as 0/1 integers, as a plain script would have them). Memory is the resident set:
 the peak (VmHWM, reset through /proc/self/clear_refs once everything is imported) minus the resident set at that
-moment. Not tracemalloc: it misses SQLite's and BLAS's allocations and slows Python down several times.
+moment; it includes the pages of the snapshot file a warm run maps as its feature matrix. Not tracemalloc: it
+misses SQLite's and BLAS's allocations, and memory maps, and slows Python down several times.
 """
 
 import contextlib
