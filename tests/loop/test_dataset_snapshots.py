@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from django.utils import timezone
 
 from collector.models import Prediction, RegisteredModel
 from collector.retention import retention_purge
@@ -192,3 +193,21 @@ def test_models_with_labelled_examples_or_snapshots_off_always_read_everything(r
 
     assert len(full_reads) == 2
     assert not (settings.VAR_DIR / "datasets").exists()
+
+
+def test_a_stored_row_whose_target_stops_fitting_leaves_and_comes_back(rows, full_reads) -> None:
+    dataset_read(registered_model=rows.model)
+    ids = dataset_read(registered_model=rows.model).ids.tolist()
+    # Not a path the services allow for a binary model; written directly, as a changed label rule would leave it.
+    Prediction.objects.filter(pk=ids[5]).update(actual="maybe", actual_recorded_at=timezone.now())
+
+    without = dataset_read(registered_model=rows.model)
+    assert_same(without, reference(rows.model))
+    assert ids[5] not in without.ids.tolist() and without.skipped == 3
+
+    rows.outcome(ids[5], 1)
+    back = dataset_read(registered_model=rows.model)
+
+    assert full_reads.count(rows.model.pk) == 2  # the first read and the reference above
+    assert_same(back, reference(rows.model))
+    assert back.ids.tolist()[5] == ids[5] and back.skipped == 2
