@@ -255,6 +255,8 @@ FEEDBACKHUB_TRAINERS = {
 # is older than four intervals is taken for one whose worker died (killed, out of memory, machine lost).
 FEEDBACKHUB_RUN_HEARTBEAT_SECONDS = env_int("FEEDBACKHUB_RUN_HEARTBEAT_SECONDS", "30", minimum=1)
 FEEDBACKHUB_RUN_STALE_SECONDS = 4 * FEEDBACKHUB_RUN_HEARTBEAT_SECONDS
+# Decoded numeric training rows kept under VAR_DIR/datasets/, so a retrain reads only the rows labelled since the last.
+FEEDBACKHUB_DATASET_SNAPSHOTS = env_bool("FEEDBACKHUB_DATASET_SNAPSHOTS", "true")
 # Functions (dotted paths) returning prediction or feedback ids the retention purge must keep.
 FEEDBACKHUB_RETENTION_PROTECTORS = [
     "reviews.selectors.predictions_needed_by_open_tasks",

@@ -5,6 +5,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -413,7 +414,10 @@ def _train_evaluate_promote(run: TrainingRun) -> None:
     train, holdout = dataset.split(holdout_count=max(1, int(len(dataset) * policy.holdout_share)))
     if len(train) < MIN_TRAIN_EXAMPLES:
         raise ValueError(f"only {len(dataset)} usable labelled examples; at least {MIN_TRAIN_EXAMPLES + 1} are needed")
-    trainer.fit(train.inputs, train.targets)
+    # Hashing a large array releases the GIL, so the dataset hash is made on the side while the model fits.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"training-run-{run.pk}-hash") as hashing:
+        train_hash = hashing.submit(dataset_hash, ids=train.ids, inputs=train.inputs, targets=train.targets)
+        trainer.fit(train.inputs, train.targets)
     metric = _metric(policy)
     candidate_predictions = trainer.predict(holdout.inputs)
     candidate_score = score(
@@ -460,7 +464,7 @@ def _train_evaluate_promote(run: TrainingRun) -> None:
                 finished_at=timezone.now(),
                 train_count=len(train),
                 holdout_count=len(holdout),
-                dataset_sha256=dataset_hash(ids=train.ids, inputs=train.inputs, targets=train.targets),
+                dataset_sha256=train_hash.result(),
                 metric=metric,
                 candidate_score=candidate_score,
                 champion_score=rival_score,

@@ -54,9 +54,10 @@ class Trainer(Protocol):
 
     Inputs: in a training run, when the rows' inputs are lists of numbers, `fit` and `predict` receive one 2-D
     float64 NumPy array (C-contiguous, one row per input, every value finite and below 1e300 in size; often a view
-    into a larger array, so do not write to it); otherwise (objects, strings, single numbers) a list of the JSON
-    values. Serving (`predict`, `predict_proba` on the API) always passes a list of JSON values, which the trainer
-    checks against what it was trained on and refuses with `TrainingDataError` (or `ValueError`/`TypeError`).
+    into a larger array or a read-only memory map of the dataset snapshot, so never write to it); otherwise
+    (objects, strings, single numbers) a list of the JSON values. Serving (`predict`, `predict_proba` on the API)
+    always passes a list of JSON values, which the trainer checks against what it was trained on and refuses with
+    `TrainingDataError` (or `ValueError`/`TypeError`).
 
     Labels: for "binary" and "multiclass" tasks `fit` receives and `predict` returns class labels as strings, made
     canonical by `canonical_targets`: binary labels are "0" or "1" (from 0/1, true/false, "yes"/"no", ...), multiclass
@@ -284,7 +285,8 @@ class SklearnTrainer:
         if not len(inputs):
             raise TrainingDataError("No training examples.")
         labels = canonical_targets(task_type=self.task_type, targets=targets)
-        if self.task_type in CLASSIFICATION_TASKS and len(set(labels.tolist())) < 2:
+        fitted_labels = sortable_labels(labels)
+        if self.task_type in CLASSIFICATION_TASKS and not (fitted_labels != fitted_labels[0]).any():
             raise TrainingDataError(f"Every training target is '{labels[0]}'; a classifier needs two classes or more.")
         if isinstance(inputs, np.ndarray):
             mode, feature_count = FeatureMode.NUMERIC, inputs.shape[1] if inputs.ndim == 2 else None
@@ -295,14 +297,15 @@ class SklearnTrainer:
         pipeline = Pipeline(
             [("features", _featurizer(mode=mode, estimator_path=self.estimator_path)), ("model", self._estimator())]
         )
-        pipeline.fit(features, sortable_labels(labels))
+        pipeline.fit(features, fitted_labels)
         self._pipeline, self._feature_mode, self._feature_count = pipeline, mode, feature_count
 
     def predict(self, inputs: np.ndarray | Sequence[Any]) -> list[Any]:
         predictions = self._fitted().predict(self._features(inputs))
         if self.task_type in CLASSIFICATION_TASKS:
-            return [str(label) for label in predictions]
-        return [float(value) for value in predictions]
+            # tolist() first: str() of a NumPy string scalar took longer than predicting 200,000 rows.
+            return [str(label) for label in predictions.tolist()]
+        return [float(value) for value in predictions.tolist()]
 
     def predict_proba(self, inputs: np.ndarray | Sequence[Any]) -> list[dict[str, float]] | None:
         pipeline = self._fitted()

@@ -1,0 +1,158 @@
+"""Decoded training rows kept on disk between runs, so a retrain reads again only the rows labelled since the last.
+
+One directory per model and database under `VAR_DIR/datasets/`:
+- `matrix.f8`: the usable rows' inputs as raw little-endian float64, row after row, in training order (created_at,
+  then id); a run maps it read-only as its feature matrix, after writing the rows that changed;
+- `rows.npz`: per usable row its id, time key (microseconds since the epoch) and target (a float, or a code into the
+  label list of `meta.json`), and the ids of the labelled rows that were skipped;
+- `meta.json`: written last and removed first, so files without it are never trusted.
+
+What is trusted, and when a full read is done instead, is decided in `loop.datasets`.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "feedbackhub-snapshot-v1"
+_ROW_ARRAYS = ("ids", "keys", "targets", "skipped")
+
+
+@dataclass
+class Snapshot:
+    """Usable rows in training order plus the ids of skipped ones; `labels` is None for float targets."""
+
+    identity: dict[str, Any]  # what the rows were read for (model, task type, width): another identity is ignored
+    read_at: datetime  # when the read that made it began
+    watermark: int  # the highest prediction id it has seen
+    width: int
+    ids: np.ndarray
+    keys: np.ndarray
+    targets: np.ndarray
+    skipped: np.ndarray
+    labels: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@contextlib.contextmanager
+def snapshot_lock(directory: Path) -> Iterator[bool]:
+    """Whether this process holds the directory: one run per model is the rule, and this makes it certain."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def snapshot_load(directory: Path, *, identity: dict[str, Any]) -> Snapshot | None:
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        if meta.get("format") != FORMAT or meta.get("identity") != identity:
+            return None
+        with np.load(directory / "rows.npz") as arrays:
+            rows = {name: arrays[name] for name in _ROW_ARRAYS}
+        if (directory / "matrix.f8").stat().st_size < len(rows["ids"]) * meta["width"] * 8:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):  # damaged: read everything
+        return None
+    return Snapshot(
+        identity=identity,
+        read_at=datetime.fromisoformat(meta["read_at"]),
+        watermark=meta["watermark"],
+        width=meta["width"],
+        labels=meta["labels"],
+        **rows,
+    )
+
+
+def snapshot_read_rows(directory: Path, *, width: int, into: np.ndarray, runs: list[tuple[int, int, int]]) -> None:
+    """Copy stored matrix rows into `into`: each run is (first stored row, first destination row, row count)."""
+    row_bytes = width * 8
+    with (directory / "matrix.f8").open("rb", buffering=0) as file:
+        for source, destination, count in runs:
+            file.seek(source * row_bytes)
+            view = memoryview(into[destination : destination + count]).cast("B")
+            while view:
+                read = file.readinto(view)
+                if not read:
+                    raise OSError(f"{directory / 'matrix.f8'} is shorter than its snapshot says")
+                view = view[read:]
+
+
+def snapshot_write(directory: Path, snapshot: Snapshot, *, rows: np.ndarray, first_row: int) -> None:
+    """Store `snapshot`, whose inputs from `first_row` on are `rows` (the stored file already holds the ones before:
+    in the steady state only the rows labelled since the last run are written).
+
+    From row 0, a new file replaces the old one; otherwise the file is written in place and never made shorter, so a
+    process that still maps it (a run taken for lost that is finishing) never reads past its end."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "meta.json").unlink(missing_ok=True)  # from here until the new one is in place, nothing is trusted
+    data = np.ascontiguousarray(rows, dtype="<f8")
+    path = directory / "matrix.f8"
+    if first_row == 0:
+        _replace(path, lambda out: out.write(memoryview(data).cast("B")) if data.size else None)
+    elif data.size:
+        with path.open("r+b") as file:
+            file.seek(first_row * snapshot.width * 8)
+            file.write(memoryview(data).cast("B"))
+            file.flush()
+            os.fsync(file.fileno())
+    arrays = {name: getattr(snapshot, name) for name in _ROW_ARRAYS}
+    _replace(directory / "rows.npz", lambda out: np.savez(out, **arrays))
+    meta = {
+        "format": FORMAT,
+        "identity": snapshot.identity,
+        "read_at": snapshot.read_at.isoformat(),
+        "watermark": snapshot.watermark,
+        "width": snapshot.width,
+        "labels": snapshot.labels,
+        "rows": len(snapshot),
+    }
+    _replace(directory / "meta.json", lambda out: out.write(json.dumps(meta).encode()))
+
+
+def snapshot_matrix(directory: Path, *, rows: int, width: int) -> np.ndarray:
+    """The stored inputs, mapped read-only: the page cache's copy, with nothing decoded or copied."""
+    if not rows:
+        return np.empty((0, width))
+    return np.memmap(directory / "matrix.f8", dtype="<f8", mode="r", shape=(rows, width))
+
+
+def snapshot_discard(directory: Path) -> None:
+    (directory / "meta.json").unlink(missing_ok=True)
+
+
+def _replace(path: Path, write: Any) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
