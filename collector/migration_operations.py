@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.db.migrations.operations import AddIndex
+from django.db.migrations.operations import AddIndex, RemoveIndex
 
 
 class AddIndexConcurrently(AddIndex):
@@ -23,3 +23,20 @@ class AddIndexConcurrently(AddIndex):
     @staticmethod
     def _concurrently(schema_editor: Any) -> dict[str, bool]:
         return {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
+
+
+class RemoveIndexConcurrently(RemoveIndex):
+    """RemoveIndex that drops the index with DROP INDEX CONCURRENTLY on PostgreSQL (no lock that stops writes while
+    it waits for running queries); a plain DROP INDEX elsewhere. Only in a migration with `atomic = False`."""
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        model = from_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            index = from_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
+            schema_editor.remove_index(model, index, **AddIndexConcurrently._concurrently(schema_editor))
+
+    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            index = to_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
+            schema_editor.add_index(model, index, **AddIndexConcurrently._concurrently(schema_editor))

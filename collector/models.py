@@ -155,10 +155,12 @@ class Prediction(models.Model):
                 fields=["model_version", "id"], condition=Q(actual__isnull=True), name="prediction_unlabelled"
             ),
             models.Index(fields=["registered_model", "created_at"], name="prediction_model_time"),
+            # The last-N-outcomes window of every scrape reads its columns from the index alone: no row fetches,
+            # which would be scattered over a large table.
             models.Index(
-                fields=["model_version", "actual_recorded_at"],
+                fields=["model_version", "actual_recorded_at", "is_correct", "error"],
                 condition=Q(actual_recorded_at__isnull=False),
-                name="prediction_recent_outcomes",
+                name="prediction_outcome_window",
             ),
             # The retrain check counts a model's labels newer than its last run, every minute.
             models.Index(
@@ -242,6 +244,8 @@ class Feedback(models.Model):
     input_sha256 = models.CharField(
         max_length=64,
         blank=True,
+        default="",
+        db_default="",  # so that an older release still running during an upgrade can insert feedback
         editable=False,
         help_text="SHA-256 of the linked prediction's input (canonical JSON): groups feedback by input without a "
         "join to the predictions table.",

@@ -51,6 +51,8 @@ class Migration(migrations.Migration):
             name="input_sha256",
             field=models.CharField(
                 blank=True,
+                db_default="",
+                default="",
                 editable=False,
                 help_text="SHA-256 of the linked prediction's input (canonical JSON): groups feedback by input "
                 "without a join to the predictions table.",

@@ -97,3 +97,16 @@ def test_the_migration_keys_feedback_linked_before_it() -> None:
 
     keys = dict(Feedback.objects.values_list("pk", "input_sha256"))
     assert keys == {linked.pk: fingerprint(INPUT), unlinked.pk: ""}
+
+
+def test_an_older_release_that_does_not_know_the_key_can_still_store_feedback(bot: RegisteredModel) -> None:
+    table = Feedback._meta.db_table
+    columns = "registered_model_id, prediction_event_id, interaction_id, kind, comment, source, event_id, created_at, "
+    columns += "received_at, actor, payload_sha256"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) VALUES (%s, '', '', 'thumbs_down', '', '', 'old-1', %s, %s, 'old', 'x')",  # noqa: S608
+            [bot.pk, "2026-12-01 00:00:00", "2026-12-01 00:00:00"],
+        )
+
+    assert Feedback.objects.get(event_id="old-1").input_sha256 == ""
