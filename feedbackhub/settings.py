@@ -215,7 +215,7 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 if CELERY_BROKER_URL.startswith(("redis:", "rediss:")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 1.0}
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "feedbackhub.beat:DatabaseScheduler"
 # How often the beat looks for models due a retrain (threshold or schedule) and for runs whose worker died.
 FEEDBACKHUB_RETRAIN_CHECK_SECONDS = env_int("FEEDBACKHUB_RETRAIN_CHECK_SECONDS", "60", minimum=1)
 # Installed into the database scheduler when beat starts; edit times in the admin (Periodic tasks).

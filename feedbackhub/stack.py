@@ -128,7 +128,7 @@ def child_specs(config: StackConfig) -> list[ChildSpec]:
             sys.executable,
             *("-m", "celery", "-A", "feedbackhub.celery", "worker", "--beat"),
             *("--loglevel", "INFO", "--concurrency", "1"),
-            *("--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"),
+            *("--scheduler", "feedbackhub.beat:DatabaseScheduler"),
         ],
         hint="check the celery lines above (is CELERY_BROKER_URL reachable? did `manage.py migrate` run?)",
     )
