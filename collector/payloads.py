@@ -8,10 +8,10 @@ MAX_DEPTH = 32
 
 
 def _string_problem(text: str) -> str | None:
-    if text.isascii():
-        return "contains a NUL character (\\u0000), which cannot be stored" if "\x00" in text else None
     if "\x00" in text:
         return "contains a NUL character (\\u0000), which cannot be stored"
+    if text.isascii():  # cannot hold a surrogate: skip the encode below
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
