@@ -255,6 +255,10 @@ FEEDBACKHUB_TRAINERS = {
 # is older than four intervals is taken for one whose worker died (killed, out of memory, machine lost).
 FEEDBACKHUB_RUN_HEARTBEAT_SECONDS = env_int("FEEDBACKHUB_RUN_HEARTBEAT_SECONDS", "30", minimum=1)
 FEEDBACKHUB_RUN_STALE_SECONDS = 4 * FEEDBACKHUB_RUN_HEARTBEAT_SECONDS
+# BLAS threads of a training run's fit and predictions (0: the library's own default, one per core). One suits a
+# worker per core (Celery's --concurrency about the cores): more threads oversubscribe the cores, and on the tall,
+# narrow matrices of a feedback loop two OpenBLAS threads fitted the default model slower than one (README).
+FEEDBACKHUB_TRAINING_BLAS_THREADS = env_int("FEEDBACKHUB_TRAINING_BLAS_THREADS", "1", minimum=0)
 # Decoded numeric training rows kept under VAR_DIR/datasets/, so a retrain reads only the rows labelled since the last.
 FEEDBACKHUB_DATASET_SNAPSHOTS = env_bool("FEEDBACKHUB_DATASET_SNAPSHOTS", "true")
 # Functions (dotted paths) returning prediction or feedback ids the retention purge must keep.

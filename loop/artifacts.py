@@ -106,11 +106,16 @@ def _hash_targets(digest: "hashlib._Hash", targets: np.ndarray) -> None:
         digest.update(b"floats\n")
         digest.update(np.ascontiguousarray(targets, dtype="<f8"))
         return
-    values = targets.tolist()
-    labels = sorted(set(values))
-    position = {label: index for index, label in enumerate(labels)}
+    if targets.dtype.kind == "U":  # fixed-width str sorts by code point in C, as Python's sorted() orders str
+        distinct, positions = np.unique(targets, return_inverse=True)
+        labels = distinct.tolist()
+    else:
+        values = targets.tolist()
+        labels = sorted(set(values))
+        position = {label: index for index, label in enumerate(labels)}
+        positions = np.fromiter(map(position.__getitem__, values), dtype="<i8", count=len(values))
     digest.update(f"labels {json.dumps(labels, ensure_ascii=True)}\n".encode("ascii"))
-    digest.update(np.fromiter(map(position.__getitem__, values), dtype="<i8", count=len(values)))
+    digest.update(np.ascontiguousarray(positions, dtype="<i8"))
 
 
 def _digest(path: Path) -> tuple[str, int]:

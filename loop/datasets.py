@@ -15,7 +15,8 @@ import heapq
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,13 +37,16 @@ from collector.models import Prediction, RegisteredModel, TaskType
 from loop.models import LabelledExample
 from loop.snapshots import (
     Snapshot,
+    snapshot_commit,
     snapshot_discard,
     snapshot_load,
     snapshot_lock,
     snapshot_matrix,
     snapshot_read_rows,
     snapshot_write,
+    snapshot_write_rows,
 )
+from loop.trainers import label_array
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +98,37 @@ def labelled_examples(registered_model: RegisteredModel) -> QuerySet:
 
 def dataset_read(*, registered_model: RegisteredModel) -> Dataset:
     """Every labelled row whose target fits the task and whose input has the most common shape; the rest skipped."""
+    with dataset_reading(registered_model=registered_model) as dataset:
+        return dataset
+
+
+@contextmanager
+def dataset_reading(*, registered_model: RegisteredModel) -> Iterator[Dataset]:
+    """The dataset of `dataset_read`, whose snapshot is stored on a side thread while the body runs (a training run
+    fits meanwhile) and finished before the block ends."""
     directory = _snapshot_directory(registered_model)
     if directory is None:
-        return _full_read(registered_model, keep_keys=False).dataset()
+        yield _full_read(registered_model, keep_keys=False).dataset()
+        return
     with snapshot_lock(directory) as held:
         if not held:  # another process reads this model's rows now (never in one deployment: one run per model)
-            return _full_read(registered_model, keep_keys=False).dataset()
-        return _read_through_snapshot(registered_model, directory)
+            yield _full_read(registered_model, keep_keys=False).dataset()
+            return
+        dataset, store = _read_through_snapshot(registered_model, directory)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-store") as storing:
+            stored = storing.submit(_stored, directory, store)
+            try:
+                yield dataset
+            finally:
+                stored.result()
+
+
+def _stored(directory: Path, store: Callable[[], None]) -> None:
+    try:
+        store()
+    except OSError:  # a full disk must not fail the run: the next one reads everything again
+        logger.warning("Could not store the dataset snapshot in %s", directory, exc_info=True)
+        snapshot_discard(directory)
 
 
 def _full_read(registered_model: RegisteredModel, *, keep_keys: bool) -> "_RowCollector":
@@ -134,7 +162,8 @@ def _snapshot_identity(registered_model: RegisteredModel) -> dict[str, Any]:
     }
 
 
-def _read_through_snapshot(registered_model: RegisteredModel, directory: Path) -> Dataset:
+def _read_through_snapshot(registered_model: RegisteredModel, directory: Path) -> tuple[Dataset, Callable[[], None]]:
+    """The dataset, and what stores its snapshot for the next run."""
     identity = _snapshot_identity(registered_model)
     with _consistent_read():
         read_at = timezone.now()
@@ -145,24 +174,19 @@ def _read_through_snapshot(registered_model: RegisteredModel, directory: Path) -
         full = _full_read(registered_model, keep_keys=True) if update is None else None
     if full is not None:
         dataset, kept = full.dataset(), full.snapshot(identity=identity, read_at=read_at)
-        try:
-            if kept is None:
-                snapshot_discard(directory)
-            else:
-                snapshot_write(directory, kept, rows=dataset.inputs, first_row=0)
-        except OSError:  # a full disk must not fail the run: the next one reads everything again
-            logger.warning("Could not store the dataset snapshot in %s", directory, exc_info=True)
-            snapshot_discard(directory)
-        return dataset
+        if kept is None:
+            return dataset, lambda: snapshot_discard(directory)
+        return dataset, lambda: snapshot_write(directory, kept, rows=dataset.inputs, first_row=0)
     try:
-        snapshot_write(directory, update.snapshot, rows=update.tail, first_row=update.first_row)
+        snapshot_write_rows(directory, width=update.snapshot.width, rows=update.tail, first_row=update.first_row)
         inputs = snapshot_matrix(directory, rows=len(update.snapshot), width=update.snapshot.width)
     except OSError:
         logger.warning("Could not update the dataset snapshot in %s; reading every row", directory, exc_info=True)
         snapshot_discard(directory)
-        return _full_read(registered_model, keep_keys=False).dataset()
+        return _full_read(registered_model, keep_keys=False).dataset(), lambda: None
     targets = _decoded_targets(update.snapshot.targets, update.snapshot.labels)
-    return Dataset(ids=update.snapshot.ids, inputs=inputs, targets=targets, skipped=len(update.snapshot.skipped))
+    dataset = Dataset(ids=update.snapshot.ids, inputs=inputs, targets=targets, skipped=len(update.snapshot.skipped))
+    return dataset, lambda: snapshot_commit(directory, update.snapshot)
 
 
 @contextmanager
@@ -339,9 +363,9 @@ def _target_code(target: Any, labels: list[str] | None) -> Any:
 def _decoded_targets(codes: np.ndarray, labels: list[str] | None) -> np.ndarray:
     if labels is None:
         return codes.astype(np.float64, copy=False)
-    table = np.empty(len(labels), dtype=object)
-    table[:] = labels
-    return table[codes]
+    # The width of the labels in use, as a full read's array of the same rows has (a label list only grows).
+    used = [labels[code] for code in np.flatnonzero(np.bincount(codes, minlength=len(labels))).tolist()]
+    return np.array(labels, dtype=label_array(used).dtype)[codes] if labels else label_array([])
 
 
 @contextmanager
@@ -634,7 +658,7 @@ class _RowCollector:
             self.matrix_keys.resize(rows, refcheck=False)
 
     def _targets(self, targets: Sequence[Any]) -> np.ndarray:
-        return np.array(targets, dtype=np.float64 if self.task_type == TaskType.REGRESSION else object)
+        return np.array(targets, dtype=np.float64) if self.task_type == TaskType.REGRESSION else label_array(targets)
 
 
 class _Unfit:

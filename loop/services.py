@@ -25,7 +25,7 @@ from collector.selectors import current_drift_check, drifted_features, quality_l
 from collector.services import Actor, PredictionIn, prediction_record_batch
 from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput
 from loop.artifacts import artifact_load, artifact_save, dataset_hash
-from loop.datasets import Dataset, dataset_read
+from loop.datasets import Dataset, dataset_reading
 from loop.evaluation import baseline_predictions, improvement, score
 from loop.models import (
     ACTIVE_RUN_STATUSES,
@@ -38,12 +38,13 @@ from loop.models import (
     TrainingRun,
 )
 from loop.selectors import champion_training_run
-from loop.trainers import Trainer, trainer_from_spec
+from loop.trainers import Trainer, trainer_from_spec, training_blas_threads
 
 logger = logging.getLogger(__name__)
 # Small, so seed 001's five examples retrain; the holdout comparison still decides whether a tiny model is promoted.
 MIN_TRAIN_EXAMPLES = 2
 DRIFT_REFERENCE_SAMPLES = 5000
+_SIDE_PREDICTION_ROWS = 20_000
 
 
 def retrain_policy_for(registered_model: RegisteredModel) -> RetrainPolicy:
@@ -410,21 +411,22 @@ def _train_evaluate_promote(run: TrainingRun) -> None:
     policy = retrain_policy_for(model)
     task_type = model.task_type
     trainer = trainer_from_spec(spec=policy.trainer_spec, task_type=task_type)  # a bad spec fails before reading
-    dataset = dataset_read(registered_model=model)
-    train, holdout = dataset.split(holdout_count=max(1, int(len(dataset) * policy.holdout_share)))
-    if len(train) < MIN_TRAIN_EXAMPLES:
-        raise ValueError(f"only {len(dataset)} usable labelled examples; at least {MIN_TRAIN_EXAMPLES + 1} are needed")
-    # Hashing a large array releases the GIL, so the dataset hash is made on the side while the model fits.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"training-run-{run.pk}-hash") as hashing:
-        train_hash = hashing.submit(dataset_hash, ids=train.ids, inputs=train.inputs, targets=train.targets)
-        trainer.fit(train.inputs, train.targets)
+    with dataset_reading(registered_model=model) as dataset:
+        train, holdout = dataset.split(holdout_count=max(1, int(len(dataset) * policy.holdout_share)))
+        if len(train) < MIN_TRAIN_EXAMPLES:
+            raise ValueError(
+                f"only {len(dataset)} usable labelled examples; at least {MIN_TRAIN_EXAMPLES + 1} are needed"
+            )
+        champion = current_champion(model)
+        fitted = _fit(run, trainer, train=train, holdout=holdout, champion=_artifact_of(champion))
+    candidate_predictions = fitted.candidate_predictions
     metric = _metric(policy)
-    candidate_predictions = trainer.predict(holdout.inputs)
     candidate_score = score(
         task_type=task_type, metric=metric, targets=holdout.targets, predictions=candidate_predictions
     )
-    champion = current_champion(model)
-    rival_name, rival, needed = _rival(champion, task_type, holdout.inputs, train.targets, policy)
+    rival_name, rival, needed = _rival(
+        champion, fitted.champion_predictions, task_type, train.targets, policy, count=len(holdout)
+    )
     rival_score = score(task_type=task_type, metric=metric, targets=holdout.targets, predictions=rival)
     promote = improvement(metric=metric, candidate=candidate_score, champion=rival_score) > needed
     decision = (
@@ -464,7 +466,7 @@ def _train_evaluate_promote(run: TrainingRun) -> None:
                 finished_at=timezone.now(),
                 train_count=len(train),
                 holdout_count=len(holdout),
-                dataset_sha256=train_hash.result(),
+                dataset_sha256=fitted.dataset_sha256,
                 metric=metric,
                 candidate_score=candidate_score,
                 champion_score=rival_score,
@@ -477,6 +479,27 @@ def _train_evaluate_promote(run: TrainingRun) -> None:
         raise
     if promote:
         _drift_reference_from_training(version, trainer, train=train, holdout=holdout)
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    candidate_predictions: list
+    champion_predictions: list | None  # None: no champion, or one that cannot be scored
+    dataset_sha256: str
+
+
+def _fit(
+    run: TrainingRun, trainer: Trainer, *, train: Dataset, holdout: Dataset, champion: ModelArtifact | None
+) -> _Fitted:
+    """Fit the candidate and predict the holdout with it. The dataset hash and the champion's predictions are made
+    on the side meanwhile: both leave the GIL free for most of their work, and the fit keeps to
+    FEEDBACKHUB_TRAINING_BLAS_THREADS, leaving them a core. The side thread touches no database."""
+    with training_blas_threads(), ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"run-{run.pk}") as side:
+        train_hash = side.submit(dataset_hash, ids=train.ids, inputs=train.inputs, targets=train.targets)
+        task_type = run.registered_model.task_type
+        champion_predictions = side.submit(_artifact_predictions, champion, task_type, holdout.inputs)
+        trainer.fit(train.inputs, train.targets)
+        return _Fitted(trainer.predict(holdout.inputs), champion_predictions.result(), train_hash.result())
 
 
 def _drift_reference_from_training(
@@ -506,23 +529,41 @@ def _evenly_spaced(inputs: np.ndarray | list[Any], limit: int) -> list[Any]:
     return [inputs[position] for position in positions]
 
 
+def _artifact_of(version: ModelVersion | None) -> ModelArtifact | None:
+    return None if version is None else ModelArtifact.objects.filter(model_version=version).first()
+
+
+def _artifact_predictions(artifact: ModelArtifact | None, task_type: str, inputs: np.ndarray | list) -> list | None:
+    """The saved model's predictions for `inputs`; None when there is no artifact (a champion trained elsewhere: the
+    hub only knows its predictions), or when it cannot load or cannot read inputs whose form has changed since."""
+    if artifact is None:
+        return None
+    try:
+        trainer = _artifact_trainer(artifact, task_type)
+        # In slices: this runs beside the fit, whose own peak of memory it should add little to.
+        return [
+            prediction
+            for first in range(0, len(inputs), _SIDE_PREDICTION_ROWS)
+            for prediction in trainer.predict(inputs[first : first + _SIDE_PREDICTION_ROWS])
+        ]
+    except Exception as error:  # noqa: BLE001 - a champion that cannot compete must not block every future run
+        logger.warning("Champion %s cannot be scored on the holdout: %s", artifact.model_version_id, error)
+        return None
+
+
 def _rival(
     champion: ModelVersion | None,
+    champion_predictions: list | None,
     task_type: str,
-    inputs: np.ndarray | list,
     train_targets: np.ndarray,
     policy: RetrainPolicy,
+    *,
+    count: int,
 ) -> tuple[str, list, float]:
-    """What the candidate must beat: the champion on the same holdout, else (when it cannot load, or cannot read
-    inputs whose form has changed since it was trained) a baseline."""
-    if champion is not None:
-        try:
-            champion_trainer = _trainer_of(champion, task_type)
-            if champion_trainer is not None:
-                return f"champion {champion.version}", champion_trainer.predict(inputs), policy.min_improvement
-        except Exception as error:  # noqa: BLE001 - a champion that cannot compete must not block every future run
-            logger.warning("Champion %s cannot be scored on the holdout: %s", champion.version, error)
-    baseline = baseline_predictions(task_type=task_type, train_targets=train_targets, count=len(inputs))
+    """What the candidate must beat: the champion's predictions on the same holdout, else a baseline."""
+    if champion is not None and champion_predictions is not None:
+        return f"champion {champion.version}", champion_predictions, policy.min_improvement
+    baseline = baseline_predictions(task_type=task_type, train_targets=train_targets, count=count)
     return "the trivial baseline", baseline, 0.0
 
 
@@ -533,9 +574,11 @@ def _artifact_dir(model: RegisteredModel) -> Path:
 
 
 def _trainer_of(version: ModelVersion, task_type: str) -> Trainer | None:
-    artifact = ModelArtifact.objects.filter(model_version=version).first()
-    if artifact is None:  # a champion trained elsewhere: the hub only knows its predictions
-        return None
+    artifact = _artifact_of(version)
+    return None if artifact is None else _artifact_trainer(artifact, task_type)
+
+
+def _artifact_trainer(artifact: ModelArtifact, task_type: str) -> Trainer:
     return artifact_load(
         path=Path(artifact.path), sha256=artifact.sha256, spec=artifact.trainer_spec, task_type=task_type
     )

@@ -26,6 +26,8 @@ import numpy as np
 
 FORMAT = "feedbackhub-snapshot-v1"
 _ROW_ARRAYS = ("ids", "keys", "targets", "skipped")
+_LONG_RUN_BYTES = 64 * 1024  # a run this long is read straight into place
+_SPAN_BYTES = 8 * 1024 * 1024  # short runs are read together while the rows they span take at most this
 
 
 @dataclass
@@ -84,25 +86,56 @@ def snapshot_load(directory: Path, *, identity: dict[str, Any]) -> Snapshot | No
 
 
 def snapshot_read_rows(directory: Path, *, width: int, into: np.ndarray, runs: list[tuple[int, int, int]]) -> None:
-    """Copy stored matrix rows into `into`: each run is (first stored row, first destination row, row count)."""
+    """Copy stored matrix rows into `into`: each run is (first stored row, first destination row, row count), in
+    stored order. Long runs are read straight into place; short ones near each other (rows labelled since the last
+    run cut the stored rows into many) with one read of the rows they span, then placed by index."""
     row_bytes = width * 8
+    short: list[tuple[int, int, int]] = []
     with (directory / "matrix.f8").open("rb", buffering=0) as file:
-        for source, destination, count in runs:
-            file.seek(source * row_bytes)
-            view = memoryview(into[destination : destination + count]).cast("B")
-            while view:
-                read = file.readinto(view)
-                if not read:
-                    raise OSError(f"{directory / 'matrix.f8'} is shorter than its snapshot says")
-                view = view[read:]
+        for run in runs:
+            if run[2] * row_bytes >= _LONG_RUN_BYTES:
+                _read_into(file, run[0] * row_bytes, into[run[1] : run[1] + run[2]])
+            else:
+                if short and (run[0] + run[2] - short[0][0]) * row_bytes > _SPAN_BYTES:
+                    _read_spanned(file, width, into, short)
+                    short = []
+                short.append(run)
+        if short:
+            _read_spanned(file, width, into, short)
+
+
+def _read_spanned(file: Any, width: int, into: np.ndarray, runs: list[tuple[int, int, int]]) -> None:
+    sources, destinations, counts = (np.array(column, dtype=np.int64) for column in zip(*runs, strict=True))
+    first = int(sources[0])
+    span = np.empty((int(sources[-1] + counts[-1]) - first, width))
+    _read_into(file, first * width * 8, span)
+    step = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    into[np.repeat(destinations, counts) + step] = span[np.repeat(sources - first, counts) + step]
+
+
+def _read_into(file: Any, offset: int, rows: np.ndarray) -> None:
+    file.seek(offset)
+    view = memoryview(rows).cast("B")
+    while view:
+        read = file.readinto(view)
+        if not read:
+            raise OSError(f"{file.name} is shorter than its snapshot says")
+        view = view[read:]
 
 
 def snapshot_write(directory: Path, snapshot: Snapshot, *, rows: np.ndarray, first_row: int) -> None:
     """Store `snapshot`, whose inputs from `first_row` on are `rows` (the stored file already holds the ones before:
-    in the steady state only the rows labelled since the last run are written).
+    in the steady state only the rows labelled since the last run are written)."""
+    snapshot_write_rows(directory, width=snapshot.width, rows=rows, first_row=first_row)
+    snapshot_commit(directory, snapshot)
+
+
+def snapshot_write_rows(directory: Path, *, width: int, rows: np.ndarray, first_row: int) -> None:
+    """Write the matrix rows from `first_row` on; the snapshot is not trusted again until `snapshot_commit`.
 
     From row 0, a new file replaces the old one; otherwise the file is written in place and never made shorter, so a
-    process that still maps it (a run taken for lost that is finishing) never reads past its end."""
+    process that still maps it (a run taken for lost that is finishing) never reads past its end. In place, the rows
+    reach the disk in `snapshot_commit`: a map of the file reads them from the page cache before that."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "meta.json").unlink(missing_ok=True)  # from here until the new one is in place, nothing is trusted
     data = np.ascontiguousarray(rows, dtype="<f8")
@@ -111,10 +144,14 @@ def snapshot_write(directory: Path, snapshot: Snapshot, *, rows: np.ndarray, fir
         _replace(path, lambda out: out.write(memoryview(data).cast("B")) if data.size else None)
     elif data.size:
         with path.open("r+b") as file:
-            file.seek(first_row * snapshot.width * 8)
+            file.seek(first_row * width * 8)
             file.write(memoryview(data).cast("B"))
-            file.flush()
-            os.fsync(file.fileno())
+
+
+def snapshot_commit(directory: Path, snapshot: Snapshot) -> None:
+    """Make the written rows durable, then store the row arrays and, last, the metadata that makes it trusted."""
+    with (directory / "matrix.f8").open("rb") as file:
+        os.fsync(file.fileno())
     arrays = {name: getattr(snapshot, name) for name in _ROW_ARRAYS}
     _replace(directory / "rows.npz", lambda out: np.savez(out, **arrays))
     meta = {

@@ -9,6 +9,7 @@ import importlib
 import math
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
@@ -22,6 +23,7 @@ from django.utils.module_loading import import_string
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from collector.labels import MAX_NUMERIC, LabelError, binary_label, class_label, numeric_value
 
@@ -124,6 +126,12 @@ def trainer_from_spec(*, spec: dict[str, Any], task_type: str) -> Trainer:
     return trainer_class(name)(spec, task_type)
 
 
+def training_blas_threads() -> AbstractContextManager:
+    """Within it, BLAS libraries (NumPy's, SciPy's, scikit-learn's) use FEEDBACKHUB_TRAINING_BLAS_THREADS threads."""
+    threads = settings.FEEDBACKHUB_TRAINING_BLAS_THREADS
+    return threadpool_limits(limits=threads, user_api="blas") if threads else nullcontext()
+
+
 def check_trainable_task(*, task_type: str) -> None:
     if task_type == "generative":
         raise TrainerSpecError("Generative (free text) models cannot be retrained here.")
@@ -132,14 +140,15 @@ def check_trainable_task(*, task_type: str) -> None:
 
 
 def canonical_targets(*, task_type: str, targets: Sequence[Any]) -> np.ndarray:
-    """Targets in the form trainers fit on and predict: the collector's canonical labels (an object array of str),
-    or floats (a float64 array). Targets already in that form are returned as they are, checked without a loop."""
+    """Targets in the form trainers fit on and predict: the collector's canonical labels (a NumPy array of str, fixed
+    width or of objects), or floats (a float64 array). Targets already in that form are returned as they are, checked
+    without a loop."""
     # The collector's own label rules, so a retrained model's labels match the stored outcomes it is scored on.
     convert = {"binary": binary_label, "multiclass": class_label, "regression": numeric_value}[task_type]
     if task_type == "regression" and _finite_floats(targets):
         return targets
     if task_type in CLASSIFICATION_TASKS and _canonical_labels(targets, convert=convert):
-        return np.asarray(targets, dtype=object)
+        return targets if _is_str_array(targets) else np.asarray(targets, dtype=object)
     canonical = []
     for index, target in enumerate(targets):
         try:
@@ -151,13 +160,25 @@ def canonical_targets(*, task_type: str, targets: Sequence[Any]) -> np.ndarray:
     return np.array(canonical, dtype=object if task_type in CLASSIFICATION_TASKS else np.float64)
 
 
+def label_array(labels: Sequence[str]) -> np.ndarray:
+    """Labels as a fixed-width str array when they are short (what `sortable_labels` would make of them), else as
+    an object array."""
+    longest = max(map(len, set(labels)), default=1)
+    if longest <= SORTABLE_LABEL_LENGTH:
+        return np.array(labels, dtype=f"<U{max(1, longest)}")
+    return np.array(labels, dtype=object)
+
+
 def sortable_labels(labels: np.ndarray) -> np.ndarray:
     """Canonical labels as fixed-width strings when they are short: scikit-learn sorts labels (np.unique) when it
     fits or scores, and sorting Python str objects took longer than fitting a linear model on a million rows."""
     if labels.dtype != object or not len(labels):
         return labels
-    longest = max(map(len, set(labels.tolist())))
-    return labels.astype(f"<U{longest}") if longest <= SORTABLE_LABEL_LENGTH else labels
+    return label_array(labels.tolist())
+
+
+def _is_str_array(values: Sequence[Any]) -> bool:
+    return isinstance(values, np.ndarray) and values.dtype.kind == "U" and values.ndim == 1
 
 
 def _finite_floats(targets: Sequence[Any]) -> bool:
@@ -171,11 +192,14 @@ def _finite_floats(targets: Sequence[Any]) -> bool:
 
 def _canonical_labels(targets: Sequence[Any], *, convert: Callable[[Any], str]) -> bool:
     """Whether every target is already a canonical label; only the distinct values are looked at."""
-    values = targets.tolist() if isinstance(targets, np.ndarray) else targets
-    try:
-        distinct = set(values)
-    except TypeError:  # an unhashable target (a list, an object) is not a label
-        return False
+    if _is_str_array(targets):
+        distinct = set(np.unique(targets).tolist())  # sorted in C, where a set of a million str objects is not
+    else:
+        values = targets.tolist() if isinstance(targets, np.ndarray) else targets
+        try:
+            distinct = set(values)
+        except TypeError:  # an unhashable target (a list, an object) is not a label
+            return False
     # A set holds 1 and True as one value, so anything but str goes the slow way.
     return all(type(value) is str and _converts_to_itself(value, convert) for value in distinct)
 

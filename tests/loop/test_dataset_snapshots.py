@@ -14,7 +14,8 @@ from collector.retention import retention_purge
 from collector.services import Actor, OutcomeIn, PredictionIn, outcome_record_batch, prediction_record_batch
 from loop import datasets
 from loop.artifacts import dataset_hash
-from loop.datasets import Dataset, dataset_read
+from loop import snapshots
+from loop.datasets import Dataset, dataset_read, dataset_reading
 from reviews.services import correction_approve, correction_propose
 
 pytestmark = pytest.mark.django_db
@@ -211,3 +212,59 @@ def test_a_stored_row_whose_target_stops_fitting_leaves_and_comes_back(rows, ful
     assert full_reads.count(rows.model.pk) == 2  # the first read and the reference above
     assert_same(back, reference(rows.model))
     assert back.ids.tolist()[5] == ids[5] and back.skipped == 2
+
+
+def test_the_snapshot_is_stored_while_the_block_runs_and_finished_when_it_ends(rows, full_reads) -> None:
+    directory = datasets._snapshot_directory(rows.model)
+    dataset_read(registered_model=rows.model)
+    rows.add(40, [1, 1, 1], actual=1)
+
+    with dataset_reading(registered_model=rows.model) as read:
+        assert_same(read, reference(rows.model))
+    assert (directory / "meta.json").exists()
+
+    assert_same(dataset_read(registered_model=rows.model), reference(rows.model))
+    assert full_reads.count(rows.model.pk) == 3  # the first read and the two references: no read of ours
+
+
+def test_a_snapshot_that_cannot_be_stored_leaves_the_read_whole_and_the_next_one_reads_everything(
+    rows, full_reads, monkeypatch, caplog
+) -> None:
+    dataset_read(registered_model=rows.model)
+    rows.add(40, [1, 1, 1], actual=1)
+
+    def disk_full(directory: Any, snapshot: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    commit = datasets.snapshot_commit
+    monkeypatch.setattr(datasets, "snapshot_commit", disk_full)
+    read = dataset_read(registered_model=rows.model)
+    monkeypatch.setattr(datasets, "snapshot_commit", commit)
+
+    assert_same(read, reference(rows.model))
+    assert "Could not store the dataset snapshot" in caplog.text
+    assert not (datasets._snapshot_directory(rows.model) / "meta.json").exists()
+    before = len(full_reads)
+    assert_same(dataset_read(registered_model=rows.model), reference(rows.model))
+    assert len(full_reads) == before + 2  # the read and its reference
+
+
+@pytest.mark.parametrize("span_bytes", [24 * 3 * 8, 8 * 1024 * 1024], ids=["many-spans", "one-span"])
+def test_stored_rows_are_copied_to_their_places_in_short_and_long_runs(tmp_path, monkeypatch, span_bytes) -> None:
+    monkeypatch.setattr(snapshots, "_SPAN_BYTES", span_bytes)
+    monkeypatch.setattr(snapshots, "_LONG_RUN_BYTES", 40 * 3 * 8)
+    stored = np.arange(300 * 3, dtype=np.float64).reshape(300, 3)
+    (tmp_path / "matrix.f8").write_bytes(stored.tobytes())
+    runs, position = [], 0
+    for source in range(0, 300, 7):  # short runs with gaps (rows dropped) and new rows between them
+        count = 50 if source in (70, 210) else 3
+        runs.append((source, position, min(count, 300 - source)))
+        position += min(count, 300 - source) + 2
+    into = np.full((position, 3), -1.0)
+
+    snapshots.snapshot_read_rows(tmp_path, width=3, into=into, runs=runs)
+
+    expected = np.full_like(into, -1.0)
+    for source, destination, count in runs:
+        expected[destination : destination + count] = stored[source : source + count]
+    assert np.array_equal(into, expected)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import skops.io
+from threadpoolctl import threadpool_info
 from django.core.exceptions import ImproperlyConfigured
 from sklearn import metrics
 from sklearn.linear_model import LogisticRegression
@@ -25,8 +26,11 @@ from loop.trainers import (
     TrainingDataError,
     _feature_matrix,
     canonical_targets,
+    label_array,
+    sortable_labels,
     trainer_class,
     trainer_from_spec,
+    training_blas_threads,
 )
 from tests.loop.centroid_trainer import CentroidTrainer
 
@@ -208,6 +212,45 @@ def test_canonical_targets_are_checked_by_their_distinct_values() -> None:
     assert canonical_targets(task_type="regression", targets=floats) is floats
     with pytest.raises(TrainingDataError, match="Target #0"):
         canonical_targets(task_type="regression", targets=np.array([np.nan]))
+
+
+def test_fixed_width_label_arrays_are_checked_in_c_and_kept_as_they_are() -> None:
+    labels = label_array(["1", "0", "1"])
+    assert labels.dtype == np.dtype("<U1")
+    assert canonical_targets(task_type="binary", targets=labels) is labels
+    assert sortable_labels(labels) is labels
+    assert canonical_targets(task_type="binary", targets=np.array(["yes", "0"])).tolist() == ["1", "0"]
+    assert canonical_targets(task_type="multiclass", targets=np.array(["b", "a"])).tolist() == ["b", "a"]
+    long_label = "x" * 33  # longer labels stay Python strings: a fixed width costs 4 bytes a character a row
+    assert label_array([long_label, "y"]).dtype == object
+    assert sortable_labels(np.array(["b", "a"], dtype=object)).tolist() == ["b", "a"]
+
+
+def test_the_dataset_hash_of_labels_is_the_same_fixed_width_or_as_objects() -> None:
+    targets = ["b", "a", "é", "10", "2", "A", "b"]
+    matrix = np.arange(14, dtype=np.float64).reshape(7, 2)
+    ids = np.arange(7)
+
+    as_objects = dataset_hash(ids=ids, inputs=matrix, targets=np.array(targets, dtype=object))
+
+    assert as_objects == dataset_hash(ids=ids, inputs=matrix, targets=label_array(targets))
+    assert as_objects != dataset_hash(ids=ids, inputs=matrix, targets=label_array(targets[::-1]))
+
+
+def blas_threads() -> set[int]:
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+@pytest.mark.skipif(not blas_threads(), reason="no BLAS library that threadpoolctl can limit")
+def test_training_keeps_to_the_configured_blas_threads(settings: Any) -> None:
+    before = blas_threads()
+    settings.FEEDBACKHUB_TRAINING_BLAS_THREADS = 1
+    with training_blas_threads():
+        assert blas_threads() == {1}
+    assert blas_threads() == before
+    settings.FEEDBACKHUB_TRAINING_BLAS_THREADS = 0  # the libraries' own default
+    with training_blas_threads():
+        assert blas_threads() == before
 
 
 # --- artifacts --------------------------------------------------------------------------------------------------
