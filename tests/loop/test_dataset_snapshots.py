@@ -12,9 +12,8 @@ from django.utils import timezone
 from collector.models import Prediction, RegisteredModel
 from collector.retention import retention_purge
 from collector.services import Actor, OutcomeIn, PredictionIn, outcome_record_batch, prediction_record_batch
-from loop import datasets
+from loop import datasets, snapshots
 from loop.artifacts import dataset_hash
-from loop import snapshots
 from loop.datasets import Dataset, dataset_read, dataset_reading
 from reviews.services import correction_approve, correction_propose
 

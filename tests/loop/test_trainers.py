@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 import skops.io
-from threadpoolctl import threadpool_info
 from django.core.exceptions import ImproperlyConfigured
 from sklearn import metrics
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
+from threadpoolctl import threadpool_info
 
 from loop.artifacts import ArtifactIntegrityError, artifact_load, artifact_save, dataset_hash
 from loop.evaluation import MetricError, baseline_predictions, higher_is_better, improvement, score
