@@ -1,18 +1,31 @@
-"""SQLite with connections kept across requests, dropped when the database file they opened is no longer there.
+"""SQLite with connections kept across requests, dropped when the database file they opened is no longer there,
+and write transactions queued on a lock file.
 
 Opening a connection costs more than a small write (Django registers its SQL functions and runs the PRAGMAs on
 each), so web workers keep theirs. An open connection follows its file, though: if the file is moved away or
 replaced, it would go on writing to the moved file. The health check Django runs before a request's first query
 therefore compares the file at the configured path with the one the connection opened, and a mismatch closes the
 connection; the next one opens the path afresh (or fails there, and the request answers 503).
+
+SQLite's own wait for its write lock sleeps 1, 2, 5, 10, 15, 20, 25 ms and more between tries: with web workers whose
+write transactions last about a millisecond, a worker that finds the lock taken mostly sleeps after it is free
+again, and the cores idle. So every write transaction first takes an exclusive lock on `<database>-writers.lock`,
+polled in steps of at most half a millisecond (so it still gives up after the busy timeout, with SQLite's own
+"database is locked", and a 503); once held, SQLite's lock is free unless a writer outside these transactions (a
+single autocommitted statement, another program) holds it, and then SQLite's wait applies as before.
 """
 
+import fcntl
 import os
+import time
+from typing import IO
 
-from django_prometheus.db.backends.sqlite3 import base
-from django_prometheus.db.common import ExportingCursorWrapper
+from django.db import OperationalError
+from django.db.backends.sqlite3 import base
 
 DatabaseFeatures = base.DatabaseFeatures
+_FIRST_POLL_SECONDS = 0.00005
+_LONGEST_POLL_SECONDS = 0.0005
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
@@ -25,18 +38,66 @@ def _file_identity(path: str) -> tuple[int, int] | None:
 
 class DatabaseWrapper(base.DatabaseWrapper):
     _opened_file: tuple[int, int] | None = None
-    _cursor_class: type | None = None
-
-    def create_cursor(self, name: str | None = None):  # noqa: ANN201 - a sqlite3.Cursor
-        # django-prometheus builds its counting cursor class anew for every cursor; one per connection does.
-        if self._cursor_class is None:
-            self._cursor_class = ExportingCursorWrapper(self.CURSOR_CLASS, self.alias, self.vendor)
-        return self.connection.cursor(factory=self._cursor_class)
+    _writers_file: IO[bytes] | None = None
+    _holds_writers_lock = False
 
     def get_new_connection(self, conn_params: dict):  # noqa: ANN201 - a sqlite3.Connection
         connection = super().get_new_connection(conn_params)
         self._opened_file = None if self.is_in_memory_db() else _file_identity(str(self.settings_dict["NAME"]))
         return connection
+
+    def _start_transaction_under_autocommit(self) -> None:
+        self._writers_lock_take()
+        try:
+            super()._start_transaction_under_autocommit()
+        except BaseException:
+            self._writers_lock_release()
+            raise
+
+    def _commit(self) -> None:
+        try:
+            super()._commit()
+        finally:
+            if self.connection is None or not self.connection.in_transaction:
+                self._writers_lock_release()
+
+    def _rollback(self) -> None:
+        try:
+            super()._rollback()
+        finally:
+            self._writers_lock_release()
+
+    def _close(self) -> None:
+        try:
+            super()._close()
+        finally:
+            self._writers_lock_release()
+            if self._writers_file is not None:
+                self._writers_file.close()
+                self._writers_file = None
+
+    def _writers_lock_take(self) -> None:
+        if self.is_in_memory_db() or self._holds_writers_lock:
+            return
+        if self._writers_file is None:
+            self._writers_file = open(f"{self.settings_dict['NAME']}-writers.lock", "ab")  # noqa: SIM115 - kept open
+        deadline = time.monotonic() + float(self.settings_dict["OPTIONS"].get("timeout", 5))
+        pause = _FIRST_POLL_SECONDS
+        while True:
+            try:
+                fcntl.flock(self._writers_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise OperationalError("database is locked") from None
+                time.sleep(pause)
+                pause = min(pause * 2, _LONGEST_POLL_SECONDS)
+        self._holds_writers_lock = True
+
+    def _writers_lock_release(self) -> None:
+        if self._holds_writers_lock:
+            self._holds_writers_lock = False
+            fcntl.flock(self._writers_file, fcntl.LOCK_UN)
 
     def is_usable(self) -> bool:
         if self.is_in_memory_db():

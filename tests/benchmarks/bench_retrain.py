@@ -20,7 +20,9 @@ statistics the planner scans all the model's rows for the few rows labelled sinc
 Both measured steps run in a fresh subprocess, so the peak is that step's own: the retrain is the real
 `training_run_execute` (read in chunks, featurize, fit, score on the holdout, hash, save, record); the plain fit is
 the project's default estimator, LogisticRegression(max_iter=1000, random_state=0), on the same training rows already
-in memory as NumPy arrays (labels as 0/1 integers, as a plain script would have them). Memory is the resident set:
+in memory as NumPy arrays (labels as 0/1 integers, as a plain script would have them), with the BLAS libraries'
+default threads; the run fits with one (FEEDBACKHUB_TRAINING_BLAS_THREADS), so the same fit with one BLAS thread is
+reported beside it, without a goal. Memory is the resident set:
 the peak (VmHWM, reset through /proc/self/clear_refs once everything is imported) minus the resident set at that
 moment; it includes the pages of the snapshot file a warm run maps as its feature matrix. Not tracemalloc: it
 misses SQLite's and BLAS's allocations, and memory maps, and slows Python down several times.
@@ -54,6 +56,7 @@ import sklearn.linear_model  # noqa: E402, F401 - imported before the baseline: 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from figures import Figure, report  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from collector.models import ModelVersion, Prediction, RegisteredModel  # noqa: E402
 from loop import datasets, services  # noqa: E402
@@ -163,13 +166,14 @@ def retrain_step() -> dict:
     return {**measure(run), "reading": phases["_read_through_snapshot"], "fit": phases["fit"]}
 
 
-def plain_fit_step(directory: Path) -> dict:
+def plain_fit_step(directory: Path, *, blas_threads: int | None = None) -> dict:
     features, labels = np.load(directory / "features.npy"), np.load(directory / "labels.npy")
     estimator_path, params = DEFAULT_CLASSIFIER
     estimator = getattr(sklearn.linear_model, estimator_path.rsplit(".", 1)[1])(**params, random_state=0)
 
     def fit() -> dict:
-        estimator.fit(features, labels)
+        with threadpool_limits(limits=blas_threads, user_api="blas"):
+            estimator.fit(features, labels)
         return {"train": len(features)}
 
     return measure(fit)
@@ -253,7 +257,7 @@ def main() -> int:
     del features
     connection.close()
 
-    colds, warms, plains = [], [], []
+    colds, warms, plains, one_thread_plains = [], [], [], []
     for repeat in range(1, REPEATS + 1):  # alternating, so a busy moment of the machine hits all alike
         print(f"  cold retrain {repeat}/{REPEATS} (no snapshot) in a fresh process ...", file=sys.stderr, flush=True)
         snapshots_remove()
@@ -265,9 +269,11 @@ def main() -> int:
         warms.append(child("--retrain"))
         print(f"  plain scikit-learn fit {repeat}/{REPEATS} in a fresh process ...", file=sys.stderr, flush=True)
         plains.append(child("--plain-fit", str(directory)))
-    assert {step["train"] for step in colds + warms + plains} == {train_rows}, (colds, warms, plains)
+        one_thread_plains.append(child("--plain-fit-one-blas-thread", str(directory)))
+    assert {step["train"] for step in colds + warms + plains + one_thread_plains} == {train_rows}, (colds, warms)
     assert {step["dataset"] for step in colds + warms} == {colds[0]["dataset"]}, "warm and cold read other rows"
     cold, warm, plain = median_step(colds), median_step(warms), median_step(plains)
+    one_thread_plain = median_step(one_thread_plains)
 
     cold_figure, cold_ratio = ratio_figure(
         f"retrain on {ROWS:,} labelled rows, cold (first run, no snapshot): time", cold, plain, goal=False
@@ -277,6 +283,16 @@ def main() -> int:
         warm,
         plain,
         goal=True,
+    )
+    # The run fits with one BLAS thread (FEEDBACKHUB_TRAINING_BLAS_THREADS); the same fit so, for comparison.
+    one_thread_figure = Figure(
+        measure=f"retrain on {ROWS:,} labelled rows, warm: time against a plain fit with one BLAS thread",
+        value=f"{warm['seconds']:.2f} s",
+        baseline="plain scikit-learn fit on the same arrays, one BLAS thread (as the run fits)",
+        baseline_value=f"{one_thread_plain['seconds']:.2f} s",
+        ratio=f"{warm['seconds'] / one_thread_plain['seconds']:.2f}×",
+        goal="",
+        met=None,
     )
     peak_mb = max(cold["peak_mb"], warm["peak_mb"])
     memory_ratio = peak_mb / matrix_mb
@@ -289,7 +305,7 @@ def main() -> int:
         goal="≤ 2.0×",
         met=memory_ratio <= 2.0,
     )
-    for figure in (cold_figure, warm_figure, memory_figure):
+    for figure in (cold_figure, warm_figure, one_thread_figure, memory_figure):
         report(figure)
 
     print(
@@ -312,7 +328,9 @@ def main() -> int:
             f"save, record) {rest:.2f} s; trained on {step['train']:,}, held out {step['holdout']:,}: "
             f"{step['decision']}"
         )
-    print(f"Plain fit: peak {plain['peak_mb']:.0f} MB above its baseline (the arrays were loaded before it).")
+    print(f"Plain fit: peak {plain['peak_mb']:.0f} MB above its baseline (the arrays were loaded before it); with one "
+          f"BLAS thread, as the run fits: {one_thread_plain['seconds']:.2f} s (warm ratio "
+          f"{warm['seconds'] / one_thread_plain['seconds']:.2f}).")  # fmt: skip
     time_met, memory_met = warm_ratio <= 1.5, memory_ratio <= 2.0
     print(f"Goals: time (warm) {'met' if time_met else 'NOT met'} ({warm_ratio:.2f}; cold {cold_ratio:.2f}), memory "
           f"{'met' if memory_met else 'NOT met'} ({memory_ratio:.2f}). Command: `{COMMAND}`")  # fmt: skip
@@ -324,6 +342,8 @@ if __name__ == "__main__":
         print(json.dumps(retrain_step()))
     elif sys.argv[1:2] == ["--plain-fit"]:
         print(json.dumps(plain_fit_step(Path(sys.argv[2]))))
+    elif sys.argv[1:2] == ["--plain-fit-one-blas-thread"]:
+        print(json.dumps(plain_fit_step(Path(sys.argv[2]), blas_threads=1)))
     else:
         try:
             status = main()
