@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 
 from django.db import connection, transaction
 from django.db.models import Case, Count, F, Func, Max, Q, QuerySet, Sum, Value, When
@@ -59,18 +60,7 @@ def _increment(
     value when it is not NULL."""
     if not rows:
         return
-    quote = connection.ops.quote_name
-    table = quote(model._meta.db_table)
-    columns = [*keys, *values, *overwrite]
-    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    assignments = [f"{quote(c)} = {table}.{quote(c)} + excluded.{quote(c)}" for c in values]
-    assignments += [f"{quote(c)} = COALESCE(excluded.{quote(c)}, {table}.{quote(c)})" for c in overwrite]
-    # Identifiers come from model metadata and every value is a parameter.
-    insert = f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
-    sql = (
-        f"{insert}VALUES {', '.join([placeholders] * len(rows))} "
-        f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET {', '.join(assignments)}"
-    )
+    sql = _increment_sql(connection.vendor, model, tuple(keys), tuple(values), tuple(overwrite), len(rows))
     adapt = connection.ops.adapt_datetimefield_value
     params = [
         adapt(value) if isinstance(value, datetime) else value
@@ -79,6 +69,24 @@ def _increment(
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+@cache
+def _increment_sql(
+    vendor: str, model: type, keys: tuple[str, ...], values: tuple[str, ...], overwrite: tuple[str, ...], rows: int
+) -> str:
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = [*keys, *values, *overwrite]
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    assignments = [f"{quote(c)} = {table}.{quote(c)} + excluded.{quote(c)}" for c in values]
+    assignments += [f"{quote(c)} = COALESCE(excluded.{quote(c)}, {table}.{quote(c)})" for c in overwrite]
+    # Identifiers come from model metadata and every value is a parameter.
+    insert = f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
+    return (
+        f"{insert}VALUES {', '.join([placeholders] * rows)} "
+        f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET {', '.join(assignments)}"
+    )
 
 
 CONFIDENCE_COLUMNS = [

@@ -12,7 +12,7 @@ an AUTOINCREMENT key (what Django creates on SQLite) gives each inserted row the
 the n consecutive ids ending there.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
@@ -33,8 +33,17 @@ _PLAIN_TYPES: dict[type[Field], tuple[type, ...]] = {
 
 
 @cache
-def _attributes(model: type[Model]) -> list[tuple[str, Field]]:
-    return [(field.attname, field) for field in model._meta.concrete_fields]
+def _defaults(model: type[Model]) -> tuple[dict[str, Any], list[tuple[str, Field]], frozenset[str]]:
+    """The model's defaults that are the same value every time (a field without a default, or with a constant one,
+    as Django itself shares it), the fields whose default is called for each row, and every attribute name."""
+    constant: dict[str, Any] = {}
+    called: list[tuple[str, Field]] = []
+    for field in model._meta.concrete_fields:
+        if field.has_default() and callable(field.default):
+            called.append((field.attname, field))
+        else:
+            constant[field.attname] = field.get_default()
+    return constant, called, frozenset(field.attname for field in model._meta.concrete_fields)
 
 
 def new_row(model: type[M], **values: Any) -> M:
@@ -43,13 +52,17 @@ def new_row(model: type[M], **values: Any) -> M:
     receivers get the plain constructor."""
     if pre_init.has_listeners(model) or post_init.has_listeners(model):
         return model(**values)
+    constant, called, attnames = _defaults(model)
+    if not values.keys() <= attnames:
+        raise TypeError(f"{model.__name__} has no field {', '.join(values.keys() - attnames)}")
     row = model.__new__(model)
     state = row.__dict__
     state["_state"] = ModelState()
-    for attname, field in _attributes(model):
-        state[attname] = values.pop(attname) if attname in values else field.get_default()
-    if values:
-        raise TypeError(f"{model.__name__} has no field {', '.join(values)}")
+    state.update(constant)
+    for attname, field in called:
+        if attname not in values:
+            state[attname] = field.get_default()
+    state.update(values)
     return row
 
 
@@ -105,8 +118,17 @@ def _values(columns: int, rows: int) -> str:
     return ", ".join([row] * rows)
 
 
-def insert_rows(rows: Sequence[Model]) -> None:
-    """Insert unsaved instances of one model in the current transaction and set their primary keys."""
+def adapted_column(model: type[Model], attname: str, values: list) -> list:
+    """The parameters `insert_rows` sends for these values of one column: made beforehand (outside the write
+    transaction) and passed to it as `adapted`."""
+    fields, adapters, _ = _plan(model, connection.vendor)
+    return next(adapt(values) for field, adapt in zip(fields, adapters, strict=True) if field.attname == attname)
+
+
+def insert_rows(rows: Sequence[Model], *, adapted: Mapping[str, list] | None = None) -> None:
+    """Insert unsaved instances of one model in the current transaction and set their primary keys. `adapted`
+    holds, by attribute name, columns already made by `adapted_column` (one value a row, in order); they are sent
+    as they are, and must hold what the rows' own values would give."""
     if not rows:
         return
     if not connection.in_atomic_block:
@@ -115,10 +137,16 @@ def insert_rows(rows: Sequence[Model]) -> None:
     fields, adapters, insert = _plan(model, connection.vendor)
     for field in fields:
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            for row in rows:
-                field.pre_save(row, add=True)
+            # One moment for the rows inserted together (the field's pre_save would take one per row).
+            moment = field.pre_save(rows[0], add=True)
+            for row in rows[1:]:
+                setattr(row, field.attname, moment)
     states = [row.__dict__ for row in rows]
-    columns = [adapt([state[field.attname] for state in states]) for field, adapt in zip(fields, adapters, strict=True)]
+    adapted = adapted or {}
+    columns = [
+        adapted[field.attname] if field.attname in adapted else adapt([state[field.attname] for state in states])
+        for field, adapt in zip(fields, adapters, strict=True)
+    ]
     params = list(zip(*columns, strict=True))
     pk_name = model._meta.pk.attname
     with connection.cursor() as cursor:

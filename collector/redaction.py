@@ -19,6 +19,7 @@ EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}"
 )
 CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+CARD_DIGITS_AT_LEAST = 13
 MARKER_PREFIX = "[masked:"
 
 
@@ -80,7 +81,7 @@ class RedactionPolicy:
     def text(self, value: str) -> str:
         if self.mask_emails and "@" in value:
             value = EMAIL.sub(lambda m: marker("email", m.group()), value)
-        if self.mask_cards:
+        if self.mask_cards and len(value) >= CARD_DIGITS_AT_LEAST:  # shorter text cannot hold a card number
             value = CARD_CANDIDATE.sub(_mask_card, value)
         for name, pattern in self.patterns:
             value = pattern.sub(lambda m, name=name: marker(name, m.group()), value)

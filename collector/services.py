@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from functools import cache
+from typing import Any, NamedTuple, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,7 +21,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from collector.counters import OutcomeChange, counters_record, counters_record_feedback
-from collector.inserts import insert_rows, new_row
+from collector.inserts import adapted_column, insert_rows, new_row
 from collector.labels import LabelError, infer_task_type, judge, label_for, outcome_key
 from collector.models import (
     MODEL_NAME_VALIDATOR,
@@ -36,6 +37,7 @@ from collector.models import (
     TaskType,
 )
 from collector.payloads import fingerprint, storable_problem
+from collector.raw_reads import rows_where
 from collector.redaction import RedactionPolicy, bounded
 from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput, NotFound, problems_summary
 
@@ -98,8 +100,7 @@ class FeedbackIn:
     timestamp: datetime | None = None
 
 
-@dataclass(frozen=True)
-class Recorded:
+class Recorded(NamedTuple):
     id: int
     event_id: str
     created: bool
@@ -177,19 +178,25 @@ def _select_by_event(
 ) -> list[tuple]:
     """Rows of `model_class` for one model and some event ids, by a statement written here: the ORM's compile of
     an IN lookup costs more than the query, on the path every ingest request takes."""
-    quote = connection.ops.quote_name
     found: list[tuple] = []
     for chunk in _chunks(event_ids):
-        # Identifiers come from model metadata and every value is a parameter.
-        sql = (
-            f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(model_class._meta.db_table)} "  # noqa: S608
-            f"WHERE {quote('registered_model_id')} = %s AND {quote(event_column)} IN ({', '.join(['%s'] * len(chunk))})"
-            f"{where}"
-        )
+        sql = _select_by_event_sql(connection.vendor, model_class, tuple(columns), event_column, where, len(chunk))
         with connection.cursor() as cursor:
             cursor.execute(sql, [model_id, *chunk])
             found += cursor.fetchall()
     return found
+
+
+@cache
+def _select_by_event_sql(
+    vendor: str, model_class: type, columns: tuple[str, ...], event_column: str, where: str, count: int
+) -> str:
+    quote = connection.ops.quote_name
+    # Identifiers come from model metadata and every value is a parameter.
+    return (
+        f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(model_class._meta.db_table)} "  # noqa: S608
+        f"WHERE {quote('registered_model_id')} = %s AND {quote(event_column)} IN ({', '.join(['%s'] * count)}){where}"
+    )
 
 
 def _default_model_name(name: str) -> str:
@@ -234,13 +241,11 @@ def _resolve_models(
 
 
 def _models_named(names: Sequence[str]) -> list[RegisteredModel]:
-    # A raw query: compiling the ORM's IN lookup costs more than running it, on every ingest request.
+    # A plain statement: compiling the ORM's IN lookup costs more than running it, on every ingest request.
     if not names:
         return []
-    quote = connection.ops.quote_name
-    table = quote(RegisteredModel._meta.db_table)
     placeholders = ", ".join(["%s"] * len(names))
-    return list(RegisteredModel.objects.raw(f"SELECT * FROM {table} WHERE {quote('name')} IN ({placeholders})", names))  # noqa: S608
+    return rows_where(RegisteredModel, f"{connection.ops.quote_name('name')} IN ({placeholders})", names)
 
 
 def _versions_of(wanted: set[tuple[RegisteredModel, str]]) -> dict[tuple[int, str], ModelVersion]:
@@ -280,8 +285,7 @@ def _resolve_versions(wanted: set[tuple[RegisteredModel, str]], paths: dict[tupl
     return versions
 
 
-@dataclass(frozen=True)
-class _Keyed:
+class _Keyed(NamedTuple):  # a tuple: a batch makes a thousand of them in its write transaction
     index: int
     model_id: int
     event_id: str
@@ -389,6 +393,10 @@ class _Prepared:
     items: list[PredictionIn]
     labels: list[str]
     shas: list[str]
+    json_columns: dict[str, list]  # the JSON columns of the items, as insert_rows would send them
+
+
+_PREPARED_JSON_COLUMNS = ("input", "prediction", "attributes")
 
 
 def _prepare_predictions(items: Sequence[PredictionIn], path: Callable[[int, str], str]) -> _Prepared | None:
@@ -408,6 +416,10 @@ def _prepare_predictions(items: Sequence[PredictionIn], path: Callable[[int, str
         items=masked,
         labels=labels,
         shas=[_prediction_sha(names[index], item) for index, item in enumerate(masked)],
+        json_columns={
+            name: adapted_column(Prediction, name, [getattr(item, name) for item in masked])
+            for name in _PREPARED_JSON_COLUMNS
+        },
     )
 
 
@@ -453,8 +465,10 @@ def _prediction_record_batch(
     )
     policies = _policies(models.values())
     rules = {model.pk: (model.task_type, policies[model.pk]) for model in models.values()}
+    json_columns: dict[str, list] = {}
     if prepared is not None and all(prepared.rules.get(pk) == rule for pk, rule in rules.items()):
         items, predicted_labels, shas = prepared.items, prepared.labels, prepared.shas
+        json_columns = prepared.json_columns
     else:
         by_index = [models[name] for name in names]
         items, predicted_labels, problems = _masked_and_labelled(items, by_index, policies, path)
@@ -494,7 +508,8 @@ def _prediction_record_batch(
         if actual is not None:
             _set_outcome(row, model.task_type, actual, now)
         rows.append(row)
-    insert_rows(rows)
+    adapted = {name: [column[entry.index] for entry in plan.new] for name, column in json_columns.items()}
+    insert_rows(rows, adapted=adapted)
     counters_record(
         new_predictions=rows,
         outcome_changes=[_outcome_change(row, +1) for row in rows if row.actual is not None],
