@@ -375,9 +375,14 @@ def prediction_record_batch(
         for name, message in _prediction_value_problems(item)
     ]
     _raise_if(problems, InvalidInput)
-    # For one item the extra read costs about what it would take out of the transaction.
-    prepared = _prepare_predictions(items, path) if len(items) > 1 else None
-    return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, path, prepared))
+    prepared = _prepare_predictions(items, path)
+    try:
+        return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, path, prepared))
+    except IntegrityError:
+        if prepared is None:
+            raise
+        # A model or version read before the transaction was deleted meanwhile: read everything inside it.
+        return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, path, None))
 
 
 def _path_naming(single: bool) -> Callable[[int, str], str]:
@@ -386,10 +391,14 @@ def _path_naming(single: bool) -> Callable[[int, str], str]:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """Items masked, labelled and fingerprinted under the models as they were read before the write transaction;
-    used only if the transaction reads the same task types and masking rules."""
+    """The work of a write done before its transaction, so that on SQLite, where that transaction holds the one
+    write lock, other web processes can write meanwhile: the versions read, and the items masked, labelled,
+    fingerprinted and encoded under the models as they were read. Used only if the transaction reads the same task
+    types and masking rules (so a rule saved in the admin applies to every write committed after it); a version
+    deleted meanwhile fails the insert, which is then done again with everything read inside."""
 
     rules: dict[int, tuple[str, RedactionPolicy]]
+    versions: dict[tuple[int, str], ModelVersion]
     items: list[PredictionIn]
     labels: list[str]
     shas: list[str]
@@ -400,12 +409,15 @@ _PREPARED_JSON_COLUMNS = ("input", "prediction", "attributes")
 
 
 def _prepare_predictions(items: Sequence[PredictionIn], path: Callable[[int, str], str]) -> _Prepared | None:
-    """The CPU work of a batch done before its write transaction, so that on SQLite, where that transaction holds
-    the one write lock, other web processes can write meanwhile. None when a model is new or anything is wrong:
-    the transaction then does it all and raises what there is to raise."""
+    """None when a model or version is new or anything is wrong: the transaction then does it all and raises what
+    there is to raise."""
     names = [_default_model_name(item.model) for item in items]
     models = {model.name: model for model in _models_named(sorted(set(names)))}
     if any(name not in models for name in names):
+        return None
+    wanted = {(models[name], item.version) for name, item in zip(names, items, strict=True)}
+    versions = _versions_of(wanted)
+    if len(versions) < len(wanted):
         return None
     policies = _policies(models.values())
     masked, labels, problems = _masked_and_labelled(items, [models[name] for name in names], policies, path)
@@ -413,6 +425,7 @@ def _prepare_predictions(items: Sequence[PredictionIn], path: Callable[[int, str
         return None
     return _Prepared(
         rules={model.pk: (model.task_type, policies[model.pk]) for model in models.values()},
+        versions=versions,
         items=masked,
         labels=labels,
         shas=[_prediction_sha(names[index], item) for index, item in enumerate(masked)],
@@ -468,15 +481,15 @@ def _prediction_record_batch(
     json_columns: dict[str, list] = {}
     if prepared is not None and all(prepared.rules.get(pk) == rule for pk, rule in rules.items()):
         items, predicted_labels, shas = prepared.items, prepared.labels, prepared.shas
-        json_columns = prepared.json_columns
+        versions, json_columns = prepared.versions, prepared.json_columns
     else:
         by_index = [models[name] for name in names]
         items, predicted_labels, problems = _masked_and_labelled(items, by_index, policies, path)
         _raise_if(problems, InvalidInput)
         shas = [_prediction_sha(names[index], item) for index, item in enumerate(items)]
-
-    version_paths = {(models[names[i]].pk, item.version): path(i, "version") for i, item in enumerate(items)}
-    versions = _resolve_versions({(models[names[i]], item.version) for i, item in enumerate(items)}, version_paths)
+        version_paths = {(models[names[i]].pk, item.version): path(i, "version") for i, item in enumerate(items)}
+        wanted = {(models[names[i]], item.version) for i, item in enumerate(items)}
+        versions = _resolve_versions(wanted, version_paths)
     event_ids = [item.event_id or uuid.uuid4().hex for item in items]
     keyed = [_Keyed(index, models[names[index]].pk, event_ids[index], shas[index]) for index in range(len(items))]
     lock_events("prediction", [(k.model_id, k.event_id) for k in keyed])

@@ -1,16 +1,24 @@
-"""Masking and labelling done before the write transaction are used only if the model's rules are unchanged in it."""
+"""Masking and labelling done before the write transaction are used only if the model's rules are unchanged in it;
+a version read before it and deleted meanwhile is registered again inside it."""
 
 from typing import Any
 
 import pytest
 
 from collector import services
-from collector.models import Prediction, RegisteredModel
+from collector.models import ModelVersion, Prediction, RegisteredModel
 from collector.services import Actor, PredictionIn, prediction_record_batch
 
 pytestmark = pytest.mark.django_db
 ACTOR = Actor(label="test")
 EMAIL_TEXT = "write to ann@example.com"
+
+
+def churn_with_version() -> RegisteredModel:
+    """A model and the version the items name: with both stored, the work is prepared before the transaction."""
+    model = RegisteredModel.objects.create(name="churn", task_type="binary")
+    ModelVersion.objects.create(registered_model=model, version="v1")
+    return model
 
 
 def edit_model_between_preparing_and_writing(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> None:
@@ -26,7 +34,7 @@ def edit_model_between_preparing_and_writing(monkeypatch: pytest.MonkeyPatch, **
 
 
 def test_it_masks_by_the_rules_the_write_transaction_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    RegisteredModel.objects.create(name="churn", task_type="binary")
+    churn_with_version()
     edit_model_between_preparing_and_writing(monkeypatch, pii_mask_emails=False)
 
     prediction_record_batch(
@@ -37,7 +45,7 @@ def test_it_masks_by_the_rules_the_write_transaction_reads(monkeypatch: pytest.M
 
 
 def test_it_labels_by_the_task_type_the_write_transaction_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    RegisteredModel.objects.create(name="churn", task_type="binary")
+    churn_with_version()
     edit_model_between_preparing_and_writing(monkeypatch, task_type="regression")
 
     prediction_record_batch(
@@ -48,7 +56,7 @@ def test_it_labels_by_the_task_type_the_write_transaction_reads(monkeypatch: pyt
 
 
 def test_without_changes_the_prepared_work_is_what_is_stored() -> None:
-    RegisteredModel.objects.create(name="churn", task_type="binary")
+    churn_with_version()
 
     prediction_record_batch(
         items=[PredictionIn(model="churn", version="v1", input=EMAIL_TEXT, prediction=n) for n in (1, 0)], actor=ACTOR
@@ -57,3 +65,26 @@ def test_without_changes_the_prepared_work_is_what_is_stored() -> None:
     for stored in Prediction.objects.all():
         assert "ann@example.com" not in stored.input and stored.input.startswith("write to [masked:email:")
     assert sorted(row.predicted_label for row in Prediction.objects.all()) == ["0", "1"]
+
+
+@pytest.mark.django_db(transaction=True)  # the foreign keys are checked when the write commits
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_version_deleted_between_preparing_and_writing_is_registered_again(monkeypatch, count) -> None:
+    model = churn_with_version()
+    prepare = services._prepare_predictions
+
+    def prepare_then_delete(*args: Any, **kwargs: Any) -> Any:
+        prepared = prepare(*args, **kwargs)
+        assert prepared is not None and prepared.versions
+        ModelVersion.objects.filter(registered_model=model).delete()  # an admin deleting it meanwhile
+        return prepared
+
+    monkeypatch.setattr(services, "_prepare_predictions", prepare_then_delete)
+
+    recorded = prediction_record_batch(
+        items=[PredictionIn(model="churn", version="v1", input=n, prediction=1) for n in range(count)], actor=ACTOR
+    )
+
+    assert [row.created for row in recorded] == [True] * count
+    version = ModelVersion.objects.get(registered_model=model, version="v1")
+    assert Prediction.objects.filter(model_version=version).count() == count
