@@ -547,7 +547,8 @@ def _artifact_predictions(artifact: ModelArtifact | None, task_type: str, inputs
             for prediction in trainer.predict(inputs[first : first + _SIDE_PREDICTION_ROWS])
         ]
     except Exception as error:  # noqa: BLE001 - a champion that cannot compete must not block every future run
-        logger.warning("Champion %s cannot be scored on the holdout: %s", artifact.model_version_id, error)
+        version_id = artifact.model_version_id
+        logger.warning("The champion (version id %s) cannot be scored on the holdout: %s", version_id, error)
         return None
 
 

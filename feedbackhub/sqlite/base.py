@@ -18,10 +18,11 @@ single autocommitted statement, another program) holds it, and then SQLite's wai
 import fcntl
 import os
 import time
+from pathlib import Path
 from typing import IO
 
 from django.db import OperationalError
-from django.db.backends.sqlite3 import base
+from django.db.backends.sqlite3 import base, creation
 
 DatabaseFeatures = base.DatabaseFeatures
 _FIRST_POLL_SECONDS = 0.00005
@@ -36,7 +37,19 @@ def _file_identity(path: str) -> tuple[int, int] | None:
     return stat.st_dev, stat.st_ino
 
 
+def _writers_lock_path(database: str) -> Path:
+    return Path(f"{database}-writers.lock")
+
+
+class DatabaseCreation(creation.DatabaseCreation):
+    def _destroy_test_db(self, test_database_name: str, verbosity: int) -> None:
+        super()._destroy_test_db(test_database_name, verbosity)
+        if test_database_name and not self.is_in_memory_db(test_database_name):
+            _writers_lock_path(test_database_name).unlink(missing_ok=True)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    creation_class = DatabaseCreation
     _opened_file: tuple[int, int] | None = None
     _writers_file: IO[bytes] | None = None
     _holds_writers_lock = False
@@ -80,7 +93,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self.is_in_memory_db() or self._holds_writers_lock:
             return
         if self._writers_file is None:
-            self._writers_file = open(f"{self.settings_dict['NAME']}-writers.lock", "ab")  # noqa: SIM115 - kept open
+            try:
+                self._writers_file = _writers_lock_path(self.settings_dict["NAME"]).open("ab")
+            except OSError as error:  # the database's folder is gone or not writable: unavailable, as SQLite says
+                raise OperationalError(f"cannot open the writers' lock file: {error}") from error
         deadline = time.monotonic() + float(self.settings_dict["OPTIONS"].get("timeout", 5))
         pause = _FIRST_POLL_SECONDS
         while True:
