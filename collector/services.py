@@ -124,6 +124,12 @@ def _is_write_race(error: Exception) -> bool:
     return "UNIQUE constraint failed" in str(error)
 
 
+def _is_missing_reference(error: Exception) -> bool:
+    """A foreign key to a row deleted meanwhile (checked at commit: the keys are deferred on both databases)."""
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    return sqlstate == "23503" if sqlstate is not None else "FOREIGN KEY constraint failed" in str(error)
+
+
 def _with_write_retries(write: Callable[[], T]) -> T:
     """Run `write` in a transaction, again if a concurrent writer got in first.
 
@@ -378,8 +384,8 @@ def prediction_record_batch(
     prepared = _prepare_predictions(items, path)
     try:
         return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, path, prepared))
-    except IntegrityError:
-        if prepared is None:
+    except IntegrityError as error:
+        if prepared is None or not _is_missing_reference(error):
             raise
         # A model or version read before the transaction was deleted meanwhile: read everything inside it.
         return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, path, None))
@@ -417,7 +423,7 @@ def _prepare_predictions(items: Sequence[PredictionIn], path: Callable[[int, str
         return None
     wanted = {(models[name], item.version) for name, item in zip(names, items, strict=True)}
     versions = _versions_of(wanted)
-    if len(versions) < len(wanted):
+    if any((model.pk, version) not in versions for model, version in wanted):
         return None
     policies = _policies(models.values())
     masked, labels, problems = _masked_and_labelled(items, [models[name] for name in names], policies, path)

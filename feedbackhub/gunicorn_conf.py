@@ -6,9 +6,12 @@ from typing import Any
 # interrupt its own half-finished import when two workers exit together ("partially initialized module").
 from prometheus_client import multiprocess
 
-# Longer than SQLite's busy timeout (FEEDBACKHUB_SQLITE_BUSY_SECONDS, 30 s), so a request waiting on a lock held
-# elsewhere answers 503 rather than having its worker killed.
-timeout = 60
+from feedbackhub.env import env_int
+
+# Longer than a SQLite write can wait (FEEDBACKHUB_SQLITE_BUSY_SECONDS, 30 s, for the writers' lock file, then as long
+# again for SQLite's own lock when a writer outside the queue holds it), so such a request answers 503 rather than
+# having its worker killed.
+timeout = 2 * env_int("FEEDBACKHUB_SQLITE_BUSY_SECONDS", "30", minimum=1) + 10
 
 
 def child_exit(server: Any, worker: Any) -> None:

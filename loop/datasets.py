@@ -573,6 +573,10 @@ class _RowCollector:
             values = [given for _, given, _ in rows]
             inputs = np.array(values, dtype=np.float64) if common[0] == "numbers" else values
             targets = [target for _, _, target in rows]
+        if isinstance(inputs, np.ndarray):
+            # Read-only, as a snapshot's map is: the snapshot is stored from it while a model fits on it, and an
+            # estimator allowed to work in place (copy_X=False) would otherwise change the stored rows.
+            inputs.setflags(write=False)
         return Dataset(ids=ids, inputs=inputs, targets=self._targets(targets), skipped=self.read - len(ids))
 
     def _fitting(self, chunk: _Chunk) -> tuple[Sequence[int], Sequence[str], list[Any], np.ndarray | None]:

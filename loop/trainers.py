@@ -163,8 +163,10 @@ def canonical_targets(*, task_type: str, targets: Sequence[Any]) -> np.ndarray:
 def label_array(labels: Sequence[str]) -> np.ndarray:
     """Labels as a fixed-width str array when they are short (what `sortable_labels` would make of them), else as
     an object array."""
-    longest = max(map(len, set(labels)), default=1)
-    if longest <= SORTABLE_LABEL_LENGTH:
+    distinct = set(labels)
+    longest = max(map(len, distinct), default=1)
+    # NumPy's fixed-width str drops trailing NUL characters, which would change such a label.
+    if longest <= SORTABLE_LABEL_LENGTH and not any(label.endswith("\x00") for label in distinct):
         return np.array(labels, dtype=f"<U{max(1, longest)}")
     return np.array(labels, dtype=object)
 

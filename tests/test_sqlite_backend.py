@@ -97,3 +97,16 @@ def test_closing_a_connection_in_a_transaction_lets_the_next_writer_in(tmp_path:
     begin(next_one)
     next_one.commit()
     next_one.close()
+
+
+def test_the_lock_file_is_let_go_even_when_the_flag_missed_that_it_was_taken(tmp_path: Any) -> None:
+    interrupted, next_one = other_connection(tmp_path, timeout=10), other_connection(tmp_path, timeout=0.2)
+    begin(interrupted)
+    interrupted._holds_writers_lock = False  # as if an exception arrived between the flock and the flag
+
+    interrupted.rollback()
+
+    begin(next_one)
+    next_one.commit()
+    interrupted.close()
+    next_one.close()

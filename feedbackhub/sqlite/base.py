@@ -111,8 +111,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._holds_writers_lock = True
 
     def _writers_lock_release(self) -> None:
-        if self._holds_writers_lock:
-            self._holds_writers_lock = False
+        # Whether or not the flag says it is held: an exception arriving between the flock and the flag (a signal,
+        # a soft time limit) must not leave it held by a connection that is kept.
+        self._holds_writers_lock = False
+        if self._writers_file is not None:
             fcntl.flock(self._writers_file, fcntl.LOCK_UN)
 
     def is_usable(self) -> bool:

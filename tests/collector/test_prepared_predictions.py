@@ -88,3 +88,22 @@ def test_a_version_deleted_between_preparing_and_writing_is_registered_again(mon
     assert [row.created for row in recorded] == [True] * count
     version = ModelVersion.objects.get(registered_model=model, version="v1")
     assert Prediction.objects.filter(model_version=version).count() == count
+
+
+def test_a_batch_naming_a_new_pair_of_stored_model_and_version_names_registers_that_version() -> None:
+    first = RegisteredModel.objects.create(name="first", task_type="binary")
+    second = RegisteredModel.objects.create(name="second", task_type="binary")
+    for model, version in ((first, "v1"), (first, "v2"), (second, "v1")):
+        ModelVersion.objects.create(registered_model=model, version=version)
+
+    recorded = prediction_record_batch(
+        items=[
+            PredictionIn(model="first", version="v1", input=1, prediction=1),
+            PredictionIn(model="second", version="v2", input=2, prediction=0),  # both names stored, not this pair
+        ],
+        actor=ACTOR,
+    )
+
+    assert [row.created for row in recorded] == [True, True]
+    assert Prediction.objects.get(pk=recorded[1].id).model_version.version == "v2"
+    assert ModelVersion.objects.filter(registered_model=second).count() == 2

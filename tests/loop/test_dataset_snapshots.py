@@ -15,6 +15,7 @@ from collector.services import Actor, OutcomeIn, PredictionIn, outcome_record_ba
 from loop import datasets, snapshots
 from loop.artifacts import dataset_hash
 from loop.datasets import Dataset, dataset_read, dataset_reading
+from loop.trainers import trainer_from_spec
 from reviews.services import correction_approve, correction_propose
 
 pytestmark = pytest.mark.django_db
@@ -267,3 +268,20 @@ def test_stored_rows_are_copied_to_their_places_in_short_and_long_runs(tmp_path,
     for source, destination, count in runs:
         expected[destination : destination + count] = stored[source : source + count]
     assert np.array_equal(into, expected)
+
+
+def test_an_estimator_allowed_to_work_in_place_changes_neither_the_rows_nor_the_stored_snapshot(full_reads) -> None:
+    rows = Rows("snap-in-place", task_type="regression")
+    for n in range(12):
+        rows.add(n, [n, n * n + 5], actual=n / 3)
+    trainer = trainer_from_spec(
+        spec={"estimator": "sklearn.linear_model.Ridge", "params": {"copy_X": False}}, task_type="regression"
+    )
+
+    with dataset_reading(registered_model=rows.model) as read:  # a full read, stored while the model fits
+        assert not read.inputs.flags.writeable
+        trainer.fit(read.inputs, read.targets)
+        assert_same(read, reference(rows.model))
+
+    assert_same(dataset_read(registered_model=rows.model), reference(rows.model))
+    assert full_reads.count(rows.model.pk) == 3  # the first read and the two references: the last read is stored

@@ -223,6 +223,7 @@ def test_fixed_width_label_arrays_are_checked_in_c_and_kept_as_they_are() -> Non
     assert canonical_targets(task_type="multiclass", targets=np.array(["b", "a"])).tolist() == ["b", "a"]
     long_label = "x" * 33  # longer labels stay Python strings: a fixed width costs 4 bytes a character a row
     assert label_array([long_label, "y"]).dtype == object
+    assert label_array(["a\x00", "b"]).tolist() == ["a\x00", "b"]  # a fixed width would drop the trailing NUL
     assert sortable_labels(np.array(["b", "a"], dtype=object)).tolist() == ["b", "a"]
 
 
