@@ -255,23 +255,18 @@ def _models_named(names: Sequence[str]) -> list[RegisteredModel]:
 
 
 def _versions_of(wanted: set[tuple[RegisteredModel, str]]) -> dict[tuple[int, str], ModelVersion]:
-    """The stored versions among `wanted`, by (model id, version); only their id, model and version are loaded."""
+    """The stored versions among `wanted` (and others of the same models and names), by (model id, version)."""
     if not wanted:
         return {}
     quote = connection.ops.quote_name
     model_ids = sorted({model.pk for model, _ in wanted})
     names = sorted({version for _, version in wanted})
-    columns = ["id", "registered_model_id", "version"]
-    # Identifiers come from model metadata and every value is a parameter.
-    sql = (
-        f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(ModelVersion._meta.db_table)} "  # noqa: S608
-        f"WHERE {quote('registered_model_id')} IN ({', '.join(['%s'] * len(model_ids))}) "
+    where = (
+        f"{quote('registered_model_id')} IN ({', '.join(['%s'] * len(model_ids))}) "
         f"AND {quote('version')} IN ({', '.join(['%s'] * len(names))})"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*model_ids, *names])
-        rows = cursor.fetchall()
-    return {(row[1], row[2]): ModelVersion.from_db(connection.alias, columns, row) for row in rows}
+    versions = rows_where(ModelVersion, where, [*model_ids, *names])
+    return {(row.registered_model_id, row.version): row for row in versions}
 
 
 def _resolve_versions(wanted: set[tuple[RegisteredModel, str]], paths: dict[tuple[int, str], str]) -> dict:

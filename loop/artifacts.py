@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from loop.durable import fsync_directory
 from loop.trainers import DEFAULT_TRAINER, Trainer, TrainerSpecError, check_trainable_task, trainer_class
 
 ARTIFACT_SUFFIX = ".skops"
@@ -49,7 +50,7 @@ def artifact_save(*, trainer: Trainer, directory: Path, name: str) -> ArtifactIn
     except BaseException:
         temporary_path.unlink(missing_ok=True)
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return ArtifactInfo(path=final_path, sha256=sha256, size=size)
 
 
@@ -130,11 +131,3 @@ def _fsynced_digest(path: Path) -> tuple[str, int]:
         os.fsync(file.fileno())
         digest = hashlib.file_digest(file, "sha256")
         return digest.hexdigest(), file.tell()
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from loop.durable import fsync_directory
+
 FORMAT = "feedbackhub-snapshot-v1"
 _ROW_ARRAYS = ("ids", "keys", "targets", "skipped")
 _LONG_RUN_BYTES = 64 * 1024  # a run this long is read straight into place
@@ -138,7 +140,7 @@ def snapshot_write_rows(directory: Path, *, width: int, rows: np.ndarray, first_
     reach the disk in `snapshot_commit`: a map of the file reads them from the page cache before that."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "meta.json").unlink(missing_ok=True)  # from here until the new one is in place, nothing is trusted
-    _fsync_directory(directory)  # the removal reaches the disk before any stored row changes
+    fsync_directory(directory)  # the removal reaches the disk before any stored row changes
     data = np.ascontiguousarray(rows, dtype="<f8")
     path = directory / "matrix.f8"
     if first_row == 0:
@@ -189,12 +191,4 @@ def _replace(path: Path, write: Any) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    fsync_directory(path.parent)
