@@ -383,7 +383,14 @@ def prediction_record_batch(
         if prepared is None or not _is_missing_reference(error):
             raise
         # A model or version read before the transaction was deleted meanwhile: read everything inside it.
+        _known_versions.forget(prepared.rules)
         return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, path, None))
+
+
+def prediction_record(*, item: PredictionIn, actor: Actor, source: str = IngestSource.API) -> Recorded:
+    """Record one prediction sent on its own; errors name its fields without an index."""
+    [recorded] = prediction_record_batch(items=[item], actor=actor, source=source, single=True)
+    return recorded
 
 
 def _path_naming(single: bool) -> Callable[[int, str], str]:
@@ -409,15 +416,66 @@ class _Prepared:
 _PREPARED_JSON_COLUMNS = ("input", "prediction", "attributes")
 
 
+class _KnownVersions:
+    """The models and versions that this process's earlier preparations read, so that a preparation mostly runs no
+    statement. They stand only where a read before the transaction would: the transaction reads each model again
+    and compares its rules, and a version deleted since fails the insert's foreign key; either way the models are
+    forgotten here and read afresh next time. Only rows read outside any transaction are kept (inside one, they
+    might be rolled back, and their ids given again to other rows)."""
+
+    _LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self.models: dict[str, RegisteredModel] = {}
+        self.versions: dict[tuple[int, str], ModelVersion] = {}
+
+    def read(self, pairs: set[tuple[str, str]]) -> tuple[dict[str, RegisteredModel], dict]:
+        """The models named in `pairs` of (model name, version) by name, and their versions by (model id, version):
+        known, or read now. Names and versions not stored are left out."""
+        names = {name for name, _ in pairs}
+        models = {name: self.models[name] for name in names if name in self.models}
+        unknown = sorted(name for name in names if name not in models)
+        models.update({model.name: model for model in _models_named(unknown)} if unknown else {})
+        versions = {}
+        unknown_versions = set()
+        for name, version in pairs:
+            model = models.get(name)
+            if model is None:
+                continue
+            known = self.versions.get((model.pk, version))
+            if known is None:
+                unknown_versions.add((model, version))
+            else:
+                versions[(model.pk, version)] = known
+        versions.update(_versions_of(unknown_versions))
+        if not connection.in_atomic_block:
+            if len(self.versions) > self._LIMIT:
+                self.models.clear()
+                self.versions.clear()
+            self.models.update(models)
+            self.versions.update(versions)
+        return models, versions
+
+    def forget(self, model_ids: Iterable[int]) -> None:
+        ids = set(model_ids)
+        for name, model in list(self.models.items()):
+            if model.pk in ids:
+                self.models.pop(name, None)
+        for key in [key for key in list(self.versions) if key[0] in ids]:
+            self.versions.pop(key, None)
+
+
+_known_versions = _KnownVersions()
+
+
 def _prepare_predictions(items: Sequence[PredictionIn], path: Callable[[int, str], str]) -> _Prepared | None:
     """None when a model or version is new or anything is wrong: the transaction then does it all and raises what
     there is to raise."""
     names = [_default_model_name(item.model) for item in items]
-    models = {model.name: model for model in _models_named(sorted(set(names)))}
+    models, versions = _known_versions.read({(name, item.version) for name, item in zip(names, items, strict=True)})
     if any(name not in models for name in names):
         return None
     wanted = {(models[name], item.version) for name, item in zip(names, items, strict=True)}
-    versions = _versions_of(wanted)
     if any((model.pk, version) not in versions for model, version in wanted):
         return None
     policies = _policies(models.values())
@@ -484,6 +542,8 @@ def _prediction_record_batch(
         items, predicted_labels, shas = prepared.items, prepared.labels, prepared.shas
         versions, json_columns = prepared.versions, prepared.json_columns
     else:
+        if prepared is not None:
+            _known_versions.forget([*prepared.rules, *rules])
         by_index = [models[name] for name in names]
         items, predicted_labels, problems = _masked_and_labelled(items, by_index, policies, path)
         _raise_if(problems, InvalidInput)
@@ -1065,5 +1125,4 @@ def binary_outcome_record(
         event_id=event_id,
         task_type=TaskType.BINARY,
     )
-    [recorded] = prediction_record_batch(items=[item], actor=actor, source=IngestSource.SEED_FEEDBACK, single=True)
-    return recorded
+    return prediction_record(item=item, actor=actor, source=IngestSource.SEED_FEEDBACK)

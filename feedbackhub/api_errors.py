@@ -77,6 +77,23 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     return response
 
 
+# Headers of an error answer that a view without DRF's handler must carry over (the 401's challenge, the 429's wait).
+_ERROR_HEADERS = ("WWW-Authenticate", "Retry-After")
+
+
+def api_error_response(exc: Exception) -> HttpResponse | None:
+    """The API's answer to `exc` as a plain Django response, for a view that runs without DRF; None where DRF's
+    handler would re-raise (a database error, a bug)."""
+    response = api_exception_handler(exc, {})
+    if response is None:
+        return None
+    answer = JsonResponse(response.data, status=response.status_code)
+    for header in _ERROR_HEADERS:
+        if header in response:
+            answer[header] = response[header]
+    return answer
+
+
 def _is_api_path(request: HttpRequest) -> bool:
     return request.path.startswith(API_PATH_PREFIXES)
 

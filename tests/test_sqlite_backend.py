@@ -110,3 +110,14 @@ def test_the_lock_file_is_let_go_even_when_the_flag_missed_that_it_was_taken(tmp
     next_one.commit()
     interrupted.close()
     next_one.close()
+
+
+def test_placeholders_and_literal_percent_signs_convert_the_same_when_kept() -> None:
+    statement = "SELECT '100%%', %s, %s"
+    with connection.cursor() as cursor:
+        rows = [cursor.execute(statement, [n, "x"]).fetchone() for n in range(3)]
+        long_statement = f"SELECT '{'%%' * 3000}', %s"  # too long to keep: converted each time
+        long_row = cursor.execute(long_statement, [7]).fetchone()
+
+    assert rows == [("100%", n, "x") for n in range(3)]
+    assert long_row == ("%" * 3000, 7)

@@ -40,10 +40,10 @@ class BoundedJSONParser(JSONParser):
         if len(raw) > limit:
             raise RequestTooLarge(f"The request body is over the limit of {limit} bytes.")
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
-        data = _fast_loads(raw) if encoding.lower() in ("utf-8", "utf8") else _SLOW
-        if data is not _SLOW and _storable_as_read(raw):
+        data = fast_loads(raw) if encoding.lower() in ("utf-8", "utf8") else SLOW
+        if data is not SLOW and storable_as_read(raw):
             return data
-        if data is _SLOW:
+        if data is SLOW:
             data = _loads(raw, encoding)
         problem = storable_problem(data)
         if problem:
@@ -51,21 +51,21 @@ class BoundedJSONParser(JSONParser):
         return data
 
 
-_SLOW = object()
+SLOW = object()
 
 
-def _fast_loads(raw: bytes) -> Any:
-    """The body as json.loads would read it, by orjson (several times faster); _SLOW for anything orjson might
+def fast_loads(raw: bytes) -> Any:
+    """The body as json.loads would read it, by orjson (several times faster); SLOW for anything orjson might
     read differently or refuses, so that json.loads gives the answer and its exact error message."""
     if _LONG_INTEGER.search(raw):
-        return _SLOW
+        return SLOW
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return _SLOW
+        return SLOW
 
 
-def _storable_as_read(raw: bytes) -> bool:
+def storable_as_read(raw: bytes) -> bool:
     """True when a body orjson read needs no storable_problem walk (which costs more than the parse): orjson
     refuses unpaired surrogates, a NUL can only come from a \\u0000 escape, and the nesting, counted on the bytes
     with the strings taken out, is within MAX_DEPTH. False means "walk it", not "refuse it"."""

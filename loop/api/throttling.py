@@ -77,12 +77,18 @@ class WriteRateThrottle(BaseThrottle):
     """FEEDBACKHUB_WRITE_RATE writes per API key. Permissions run first, so only accepted keys are counted."""
 
     def allow_request(self, request: Request, view: Any) -> bool:
-        rate = _write_rate(settings.FEEDBACKHUB_WRITE_RATE)
-        if rate is None or request.method in SAFE_METHODS or not isinstance(request.auth, ApiKey):
-            return True
-        wait = write_hit(key_prefix=request.auth.prefix, rate=rate, now=time.time())
-        if wait:
-            # Raised here rather than returned as False, so the error names the limit, not only the wait.
-            limit = settings.FEEDBACKHUB_WRITE_RATE
-            raise Throttled(wait, f"This API key sent more than {limit} writes (FEEDBACKHUB_WRITE_RATE).")
+        if request.method not in SAFE_METHODS and isinstance(request.auth, ApiKey):
+            count_write(request.auth)
         return True
+
+
+def count_write(api_key: ApiKey) -> None:
+    """Count one write of `api_key`; Throttled (a 429 with Retry-After) when it is over FEEDBACKHUB_WRITE_RATE."""
+    rate = _write_rate(settings.FEEDBACKHUB_WRITE_RATE)
+    if rate is None:
+        return
+    wait = write_hit(key_prefix=api_key.prefix, rate=rate, now=time.time())
+    if wait:
+        # Raised rather than returned as False, so the error names the limit, not only the wait.
+        limit = settings.FEEDBACKHUB_WRITE_RATE
+        raise Throttled(wait, f"This API key sent more than {limit} writes (FEEDBACKHUB_WRITE_RATE).")

@@ -26,6 +26,7 @@ from loop.api import serializers as api
 from loop.api.filters import FeedbackFilter, PredictionFilter, ReviewTaskFilter
 from loop.api.quality import counts_data, metrics_data, version_quality_data
 from loop.api.schema import ApiKeyScheme  # noqa: F401  (registers the scheme with drf-spectacular)
+from loop.api.single_events import recorded_body, with_single_prediction_path
 from loop.models import TrainingRun
 from loop.prioritize import label_queue
 from reviews import selectors as review_selectors
@@ -102,7 +103,7 @@ def _one_or_many(
 
 
 def _recorded_response(results: list[services.Recorded], single: bool) -> Response:
-    rows = [{"id": r.id, "event_id": r.event_id, "status": "created" if r.created else "duplicate"} for r in results]
+    rows = [recorded_body(recorded) for recorded in results]
     created = sum(1 for r in results if r.created)
     status = 201 if created else 200
     if single:
@@ -125,6 +126,10 @@ class PredictionsView(generics.ListAPIView):
     filterset_class = PredictionFilter
     pagination_class = NewestFirstCursor
 
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Callable[..., Any]:
+        return with_single_prediction_path(super().as_view(**initkwargs))
+
     def get_queryset(self):  # noqa: ANN201
         return selectors.prediction_list(actor=_reader(self.request))
 
@@ -145,8 +150,11 @@ class PredictionsView(generics.ListAPIView):
     )
     def post(self, request: Request) -> Response:
         items, single = _one_or_many(request, api.PredictionInSerializer, api.prediction_in_fast)
+        if single:
+            recorded = services.prediction_record(item=services.PredictionIn(**items[0]), actor=_writer(request))
+            return _recorded_response([recorded], single)
         results = services.prediction_record_batch(
-            items=[services.PredictionIn(**item) for item in items], actor=_writer(request), single=single
+            items=[services.PredictionIn(**item) for item in items], actor=_writer(request)
         )
         return _recorded_response(results, single)
 
@@ -278,9 +286,7 @@ class LogFeedbackView(APIView):
             interaction_id=data["interaction_id"],
             event_id=data.get("event_id", ""),
         )
-        [result] = services.prediction_record_batch(
-            items=[item], actor=_writer(request), source=IngestSource.LOG_FEEDBACK, single=True
-        )
+        result = services.prediction_record(item=item, actor=_writer(request), source=IngestSource.LOG_FEEDBACK)
         body = {"message": "Feedback logged successfully", "id": result.id}
         return Response(body, status=201 if result.created else 200)
 

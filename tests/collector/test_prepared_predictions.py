@@ -107,3 +107,84 @@ def test_a_batch_naming_a_new_pair_of_stored_model_and_version_names_registers_t
     assert [row.created for row in recorded] == [True, True]
     assert Prediction.objects.get(pk=recorded[1].id).model_version.version == "v2"
     assert ModelVersion.objects.filter(registered_model=second).count() == 2
+
+
+# Models and versions a preparation read outside any transaction are remembered by the process, so the next one
+# reads nothing; the write transaction still has the last word. These tests commit, as the web requests do.
+
+
+def record(**fields: Any) -> services.Recorded:
+    item = PredictionIn(model="churn", version="v1", input=EMAIL_TEXT, **fields)
+    return services.prediction_record(item=item, actor=ACTOR)
+
+
+@pytest.fixture
+def remembered() -> Any:
+    services._known_versions.models.clear()
+    services._known_versions.versions.clear()
+    yield services._known_versions
+    services._known_versions.models.clear()
+    services._known_versions.versions.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_outside_a_transaction_remembers_its_model_and_version(remembered) -> None:
+    model = churn_with_version()
+
+    record(prediction=1)
+
+    assert remembered.models["churn"].pk == model.pk
+    assert remembered.versions[(model.pk, "v1")].version == "v1"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rules_saved_after_a_write_apply_to_the_next_and_are_remembered_then(remembered) -> None:
+    churn_with_version()
+    record(prediction=1)  # remembered with its email masking on
+
+    RegisteredModel.objects.filter(name="churn").update(pii_mask_emails=False)
+    record(prediction=0)
+    record(prediction=1, event_id="third")
+
+    assert [row.input.startswith("write to [masked") for row in Prediction.objects.order_by("pk")] == [
+        True, False, False
+    ]  # fmt: skip
+    assert remembered.models["churn"].pii_mask_emails is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_remembered_version_deleted_since_is_registered_again(remembered) -> None:
+    model = churn_with_version()
+    record(prediction=1)
+    Prediction.objects.all().delete()
+    ModelVersion.objects.filter(registered_model=model).delete()
+
+    recorded = record(prediction=0)
+
+    version = ModelVersion.objects.get(registered_model=model, version="v1")
+    assert Prediction.objects.get(pk=recorded.id).model_version == version
+    assert (model.pk, "v1") not in remembered.versions  # forgotten; the next preparation reads it again
+    record(prediction=1, event_id="third")
+    assert remembered.versions[(model.pk, "v1")].pk == version.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_remembered_model_deleted_since_is_registered_again(remembered) -> None:
+    churn_with_version()
+    record(prediction=1)
+    Prediction.objects.all().delete()
+    ModelVersion.objects.all().delete()
+    RegisteredModel.objects.all().delete()
+
+    recorded = record(prediction=0)
+
+    stored = Prediction.objects.select_related("registered_model", "model_version").get(pk=recorded.id)
+    assert (stored.registered_model.name, stored.model_version.version) == ("churn", "v1")
+
+
+def test_reads_inside_a_transaction_are_not_remembered(remembered) -> None:
+    churn_with_version()
+
+    record(prediction=1)  # pytest-django's test transaction is open: the rows could still be rolled back
+
+    assert remembered.models == {} and remembered.versions == {}
