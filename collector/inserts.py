@@ -149,15 +149,19 @@ def insert_rows(rows: Sequence[Model], *, adapted: Mapping[str, list] | None = N
     ]
     params = list(zip(*columns, strict=True))
     pk_name = model._meta.pk.attname
+    returning = f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
     with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
+        if len(params) == 1 and connection.features.can_return_columns_from_insert:  # SQLite 3.35+, PostgreSQL
+            # A single event's id comes back with its insert: one statement.
+            cursor.execute(insert + _values(len(fields), 1) + returning, params[0])
+            ids: Sequence[int] = [cursor.fetchone()[0]]
+        elif connection.vendor == "sqlite":
             cursor.executemany(insert + _values(len(fields), 1), params)
             cursor.execute("SELECT last_insert_rowid()")
             last = cursor.fetchone()[0]
             ids = range(last - len(rows) + 1, last + 1)
         else:
             ids = []
-            returning = f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
             for start in range(0, len(params), _POSTGRES_CHUNK):
                 chunk = params[start : start + _POSTGRES_CHUNK]
                 cursor.execute(

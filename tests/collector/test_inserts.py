@@ -60,6 +60,20 @@ def test_it_stores_what_bulk_create_stores_and_sets_the_ids() -> None:
     assert [row.pk for row in ours] == sorted(row.pk for row in ours)
 
 
+def test_a_single_row_stores_what_bulk_create_stores_and_gets_its_id() -> None:
+    model = RegisteredModel.objects.create(name="churn", task_type="binary")
+    version = ModelVersion.objects.create(registered_model=model, version="v1")
+    by_django = Prediction.objects.bulk_create(predictions(version, "django"))
+    ours = predictions(version, "ours")
+
+    for row in ours:  # one statement each, the id read back from it
+        with transaction.atomic():
+            insert_rows([row])
+
+    assert stored([row.pk for row in ours]) == stored([row.pk for row in by_django])
+    assert [Prediction.objects.get(pk=row.pk).event_id for row in ours] == [row.event_id for row in ours]
+
+
 def test_it_gives_ids_in_order_across_batches() -> None:
     model = RegisteredModel.objects.create(name="churn", task_type="binary")
     version = ModelVersion.objects.create(registered_model=model, version="v1")
