@@ -365,15 +365,19 @@ def prediction_record_batch(
     actor: Actor,
     source: str = IngestSource.API,
     single: bool = False,
+    parsed_storable: bool = False,
 ) -> list[Recorded]:
-    """Record predictions all or nothing. A retry of an event already stored returns the stored id."""
+    """Record predictions all or nothing. A retry of an event already stored returns the stored id.
+
+    `parsed_storable`: the items' JSON values come from a body the API's parser has already found storable
+    (collector.payloads.storable_problem's rules), so they are not walked again here."""
     if not items:
         raise InvalidInput("send at least one prediction", [FieldProblem("body", "send at least one prediction")])
     path = _path_naming(single)
     problems = [
         FieldProblem(path(index, name), message)
         for index, item in enumerate(items)
-        for name, message in _prediction_value_problems(item)
+        for name, message in _prediction_value_problems(item, parsed_storable=parsed_storable)
     ]
     _raise_if(problems, InvalidInput)
     prepared = _prepare_predictions(items, path)
@@ -387,9 +391,13 @@ def prediction_record_batch(
         return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, path, None))
 
 
-def prediction_record(*, item: PredictionIn, actor: Actor, source: str = IngestSource.API) -> Recorded:
+def prediction_record(
+    *, item: PredictionIn, actor: Actor, source: str = IngestSource.API, parsed_storable: bool = False
+) -> Recorded:
     """Record one prediction sent on its own; errors name its fields without an index."""
-    [recorded] = prediction_record_batch(items=[item], actor=actor, source=source, single=True)
+    [recorded] = prediction_record_batch(
+        items=[item], actor=actor, source=source, single=True, parsed_storable=parsed_storable
+    )
     return recorded
 
 
@@ -604,7 +612,7 @@ def _length_problem(name: str, value: str, limit: int) -> list[tuple[str, str]]:
     return [(name, f"is at most {limit} characters, this has {len(value)}")] if len(value) > limit else []
 
 
-def _prediction_value_problems(item: PredictionIn) -> list[tuple[str, str]]:
+def _prediction_value_problems(item: PredictionIn, *, parsed_storable: bool) -> list[tuple[str, str]]:
     """What the database would refuse, said in the client's terms (the API's serializers check most of it first;
     the importer and other callers rely on this)."""
     problems = [(name, "is required") for name in ("input", "prediction") if getattr(item, name) is None]
@@ -619,6 +627,8 @@ def _prediction_value_problems(item: PredictionIn) -> list[tuple[str, str]]:
         problems.append(("latency_ms", "is a finite number of 0 or more"))
     if not isinstance(item.attributes, dict):
         problems.append(("attributes", "is a JSON object"))
+    if parsed_storable:
+        return problems
     for name in ("input", "prediction", "actual", "attributes"):
         found = storable_problem(getattr(item, name), name)
         if found:

@@ -78,7 +78,7 @@ def _record_single_prediction(request: HttpRequest, api_key: ApiKey) -> HttpResp
     try:
         count_write(api_key)
         recorded = services.prediction_record(
-            item=services.PredictionIn(**item), actor=selectors.actor_for_api_key(api_key)
+            item=services.PredictionIn(**item), actor=selectors.actor_for_api_key(api_key), parsed_storable=True
         )
     except (DomainError, Throttled) as error:
         return api_error_response(error)

@@ -151,10 +151,11 @@ class PredictionsView(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         items, single = _one_or_many(request, api.PredictionInSerializer, api.prediction_in_fast)
         if single:
-            recorded = services.prediction_record(item=services.PredictionIn(**items[0]), actor=_writer(request))
+            item = services.PredictionIn(**items[0])
+            recorded = services.prediction_record(item=item, actor=_writer(request), parsed_storable=True)
             return _recorded_response([recorded], single)
         results = services.prediction_record_batch(
-            items=[services.PredictionIn(**item) for item in items], actor=_writer(request)
+            items=[services.PredictionIn(**item) for item in items], actor=_writer(request), parsed_storable=True
         )
         return _recorded_response(results, single)
 
