@@ -441,7 +441,8 @@ class _KnownVersions:
         """The models named in `pairs` of (model name, version) by name, and their versions by (model id, version):
         known, or read now. Names and versions not stored are left out."""
         names = {name for name, _ in pairs}
-        models = {name: self.models[name] for name in names if name in self.models}
+        known = {name: self.models.get(name) for name in names}  # .get: another thread may forget one meanwhile
+        models = {name: model for name, model in known.items() if model is not None}
         unknown = sorted(name for name in names if name not in models)
         models.update({model.name: model for model in _models_named(unknown)} if unknown else {})
         versions = {}

@@ -81,13 +81,18 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 _ERROR_HEADERS = ("WWW-Authenticate", "Retry-After")
 
 
+def api_json_response(body: dict[str, Any], *, status: int) -> JsonResponse:
+    """`body` as DRF's JSON renderer writes it (compact, UTF-8), for a view that answers without DRF."""
+    return JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False, "separators": (",", ":")})
+
+
 def api_error_response(exc: Exception) -> HttpResponse | None:
     """The API's answer to `exc` as a plain Django response, for a view that runs without DRF; None where DRF's
     handler would re-raise (a database error, a bug)."""
     response = api_exception_handler(exc, {})
     if response is None:
         return None
-    answer = JsonResponse(response.data, status=response.status_code)
+    answer = api_json_response(response.data, status=response.status_code)
     for header in _ERROR_HEADERS:
         if header in response:
             answer[header] = response[header]

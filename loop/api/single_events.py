@@ -5,20 +5,21 @@ DRF's dispatch (the Request wrapper, content negotiation, authentication, permis
 renderer) cost about as much CPU as the write itself. `with_single_prediction_path` puts a plain Django view in front
 of the DRF view that takes the common shape of that request, a JSON object from a valid API key, and calls the same
 pieces DRF would: the key check, the write-rate count, `prediction_in_fast`, the service, the one error shape.
-Everything else (a list, a body that needs the full serializer, a missing or bad key, another media type or Accept)
-goes to the DRF view untouched, which answers it exactly as before.
+Everything else (a list, a body that needs the full serializer, a missing or bad key, another media type or Accept,
+a query string such as DRF's `?format=`) goes to the DRF view untouched, which answers it exactly as before.
 """
 
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
+from rest_framework.authentication import get_authorization_header
 from rest_framework.exceptions import Throttled
 
 from collector import selectors, services
 from collector.models import ApiKey
-from feedbackhub.api_errors import api_error_response
+from feedbackhub.api_errors import api_error_response, api_json_response
 from feedbackhub.errors import DomainError
 from loop.api.parsers import SLOW, fast_loads, storable_as_read
 from loop.api.serializers import prediction_in_fast
@@ -55,16 +56,17 @@ def _plain_request_key(request: HttpRequest) -> ApiKey | None:
     meta = request.META
     declared = meta.get("CONTENT_LENGTH", "")
     if (
-        request.content_type != "application/json"
+        meta.get("QUERY_STRING")
+        or request.content_type != "application/json"
         or request.content_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8")
         or meta.get("HTTP_ACCEPT", "") not in _ACCEPTS_JSON
         or not (declared.isascii() and declared.isdigit() and 0 < int(declared) <= _LARGEST_SINGLE_BODY)
     ):
         return None
-    parts = meta.get("HTTP_AUTHORIZATION", "").split()
-    if len(parts) != 2 or parts[0].lower() != "bearer" or not parts[1].isascii():
+    parts = get_authorization_header(request).split()  # as DRF's authentication reads it: bytes, ASCII whitespace
+    if len(parts) != 2 or parts[0].lower() != b"bearer" or not parts[1].isascii():
         return None
-    return services.api_key_authenticate(parts[1])
+    return services.api_key_authenticate(parts[1].decode("ascii"))
 
 
 def _record_single_prediction(request: HttpRequest, api_key: ApiKey) -> HttpResponse | None:
@@ -82,4 +84,4 @@ def _record_single_prediction(request: HttpRequest, api_key: ApiKey) -> HttpResp
         )
     except (DomainError, Throttled) as error:
         return api_error_response(error)
-    return JsonResponse(recorded_body(recorded), status=201 if recorded.created else 200)
+    return api_json_response(recorded_body(recorded), status=201 if recorded.created else 200)

@@ -127,3 +127,31 @@ def test_reads_of_the_endpoint_go_through_drf(api: ApiClient, drf_dispatches: li
 
     assert drf_dispatches == ["GET"]
     assert len(response.json()["results"]) == 1
+
+
+def test_a_query_string_goes_through_drf(api: ApiClient, drf_dispatches: list[str]) -> None:
+    response = api.post(f"{URL}?format=csv", data=json.dumps(prediction_body()), content_type="application/json")
+
+    assert drf_dispatches == ["POST"]
+    assert response.status_code == 404  # DRF's answer to a format it does not render; nothing is written
+    assert Prediction.objects.count() == 0
+
+
+@pytest.mark.parametrize("header", ["Bearer\xa0{key}", "Bearer {key}\xa0", "bearer  {key}"])
+def test_the_authorization_header_is_read_as_drf_reads_it(api_key, drf_dispatches, header: str) -> None:
+    response = post(ApiClient(), prediction_body(), HTTP_AUTHORIZATION=header.format(key=api_key[1]))
+
+    if "\xa0" in header:  # not ASCII whitespace: DRF finds no valid key, and so does this path
+        assert (drf_dispatches, response.status_code, Prediction.objects.count()) == (["POST"], 401, 0)
+    else:
+        assert (drf_dispatches, response.status_code) == ([], 201)
+
+
+def test_its_answers_are_written_as_drf_writes_them(api: ApiClient) -> None:
+    post(api, prediction_body(event_id="é-1"))
+
+    created = post(api, prediction_body(event_id="é-2"))
+    conflict = post(api, prediction_body(event_id="é-1", prediction=0))
+
+    assert created.content == f'{{"id":{created.json()["id"]},"event_id":"é-2","status":"created"}}'.encode()
+    assert "'é-1' was already used".encode() in conflict.content  # UTF-8, not \\u00e9 escapes
