@@ -441,21 +441,21 @@ class _KnownVersions:
         """The models named in `pairs` of (model name, version) by name, and their versions by (model id, version):
         known, or read now. Names and versions not stored are left out."""
         names = {name for name, _ in pairs}
-        known = {name: self.models.get(name) for name in names}  # .get: another thread may forget one meanwhile
-        models = {name: model for name, model in known.items() if model is not None}
+        # .get throughout: another thread may forget an entry between a test and a read.
+        models = {name: model for name in names if (model := self.models.get(name)) is not None}
         unknown = sorted(name for name in names if name not in models)
-        models.update({model.name: model for model in _models_named(unknown)} if unknown else {})
+        models.update({model.name: model for model in _models_named(unknown)})
         versions = {}
         unknown_versions = set()
         for name, version in pairs:
             model = models.get(name)
             if model is None:
                 continue
-            known = self.versions.get((model.pk, version))
-            if known is None:
+            remembered = self.versions.get((model.pk, version))
+            if remembered is None:
                 unknown_versions.add((model, version))
             else:
-                versions[(model.pk, version)] = known
+                versions[(model.pk, version)] = remembered
         versions.update(_versions_of(unknown_versions))
         if not connection.in_atomic_block:
             if len(self.versions) > self._LIMIT:
