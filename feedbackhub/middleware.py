@@ -47,7 +47,12 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError | InterfaceError):
-            return None
-        logger.warning("The database is unavailable (%s %s): %s", request.method, request.path, exception)
-        return database_unavailable(request)
+        return database_unavailable_answer(request, exception)
+
+
+def database_unavailable_answer(request: HttpRequest, exception: Exception) -> HttpResponse | None:
+    """The 503 for a database error that says the database cannot be reached (logged); None for any other error."""
+    if not isinstance(exception, OperationalError | InterfaceError):
+        return None
+    logger.warning("The database is unavailable (%s %s): %s", request.method, request.path, exception)
+    return database_unavailable(request)

@@ -54,13 +54,15 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before the middlewares of browser sessions, so that the single predictions answered next are counted by view.
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "loop.api.single_events.SinglePredictionMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
     "feedbackhub.middleware.DatabaseUnavailableMiddleware",
 ]
 

@@ -26,7 +26,7 @@ from loop.api import serializers as api
 from loop.api.filters import FeedbackFilter, PredictionFilter, ReviewTaskFilter
 from loop.api.quality import counts_data, metrics_data, version_quality_data
 from loop.api.schema import ApiKeyScheme  # noqa: F401  (registers the scheme with drf-spectacular)
-from loop.api.single_events import recorded_body, with_single_prediction_path
+from loop.api.single_events import recorded_body
 from loop.models import TrainingRun
 from loop.prioritize import label_queue
 from reviews import selectors as review_selectors
@@ -125,10 +125,6 @@ class PredictionsView(generics.ListAPIView):
     serializer_class = api.PredictionSerializer
     filterset_class = PredictionFilter
     pagination_class = NewestFirstCursor
-
-    @classmethod
-    def as_view(cls, **initkwargs: Any) -> Callable[..., Any]:
-        return with_single_prediction_path(super().as_view(**initkwargs))
 
     def get_queryset(self):  # noqa: ANN201
         return selectors.prediction_list(actor=_reader(self.request))

@@ -47,6 +47,7 @@ def assert_unavailable(server: RunningStack, key: str) -> None:
     """Writes and reads answer 503 with Retry-After and the one error shape; /metrics answers without models."""
     for method, path, body in (
         ("POST", "/api/v1/predictions/", batch("during")),
+        ("POST", "/api/v1/predictions/", batch("single")[0]),  # answered before DRF (loop.api.single_events)
         ("POST", "/log-feedback", {"input_data": [1], "prediction": 1, "model_version": "v1", "latency": 0.1}),
         ("GET", "/api/v1/predictions/", None),
         ("GET", "/api/v1/models/churn/metrics/", None),

@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from rest_framework.views import APIView
 
 from collector.models import Prediction
@@ -155,3 +156,20 @@ def test_its_answers_are_written_as_drf_writes_them(api: ApiClient) -> None:
 
     assert created.content == f'{{"id":{created.json()["id"]},"event_id":"é-2","status":"created"}}'.encode()
     assert "'é-1' was already used".encode() in conflict.content  # UTF-8, not \\u00e9 escapes
+
+
+def test_its_answers_are_counted_under_the_endpoints_view(api: ApiClient, drf_dispatches: list[str]) -> None:
+    by_view = {"view": "api:predictions", "method": "POST"}
+    samples = {
+        "django_http_requests_total_by_view_transport_method_total": {**by_view, "transport": "http"},
+        "django_http_responses_total_by_status_view_method_total": {**by_view, "status": "201"},
+        "django_http_requests_latency_seconds_by_view_method_count": by_view,
+    }
+    before = {name: REGISTRY.get_sample_value(name, labels) or 0 for name, labels in samples.items()}
+
+    assert post(api, prediction_body()).status_code == 201
+
+    assert drf_dispatches == []
+    assert {name: REGISTRY.get_sample_value(name, labels) - before[name] for name, labels in samples.items()} == {
+        name: 1 for name in samples
+    }
