@@ -173,20 +173,12 @@ def _chunks(values: Sequence[T]) -> list[Sequence[T]]:
     return [values[start : start + _QUERY_CHUNK] for start in range(0, len(values), _QUERY_CHUNK)]
 
 
-def _select_by_event(
-    model_class: type,
-    columns: Sequence[str],
-    model_id: int,
-    event_ids: Sequence[str],
-    *,
-    event_column: str = "event_id",
-    where: str = "",
-) -> list[tuple]:
+def _select_by_event(model_class: type, columns: Sequence[str], model_id: int, event_ids: Sequence[str]) -> list[tuple]:
     """Rows of `model_class` for one model and some event ids, by a statement written here: the ORM's compile of
     an IN lookup costs more than the query, on the path every ingest request takes."""
     found: list[tuple] = []
     for chunk in _chunks(event_ids):
-        sql = _select_by_event_sql(connection.vendor, model_class, tuple(columns), event_column, where, len(chunk))
+        sql = _select_by_event_sql(connection.vendor, model_class, tuple(columns), len(chunk))
         with connection.cursor() as cursor:
             cursor.execute(sql, [model_id, *chunk])
             found += cursor.fetchall()
@@ -194,14 +186,12 @@ def _select_by_event(
 
 
 @cache
-def _select_by_event_sql(
-    vendor: str, model_class: type, columns: tuple[str, ...], event_column: str, where: str, count: int
-) -> str:
+def _select_by_event_sql(vendor: str, model_class: type, columns: tuple[str, ...], count: int) -> str:
     quote = connection.ops.quote_name
     # Identifiers come from model metadata and every value is a parameter.
     return (
         f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(model_class._meta.db_table)} "  # noqa: S608
-        f"WHERE {quote('registered_model_id')} = %s AND {quote(event_column)} IN ({', '.join(['%s'] * count)}){where}"
+        f"WHERE {quote('registered_model_id')} = %s AND {quote('event_id')} IN ({', '.join(['%s'] * count)})"
     )
 
 
@@ -301,18 +291,23 @@ class _InsertPlan:
 
 
 def _plan_idempotent_insert(
-    model_class: type[Prediction | Feedback], keyed: list[_Keyed], path: Callable[[int, str], str]
+    model_class: type[Prediction | Feedback],
+    keyed: list[_Keyed],
+    path: Callable[[int, str], str],
+    stored: dict[tuple[int, str], tuple[int, str]] | None = None,
 ) -> _InsertPlan:
     """Split a batch into rows to insert and retries of rows already stored; a reused event_id with a
-    different body is a conflict."""
-    stored: dict[tuple[int, str], tuple[int, str]] = {}
-    by_model: dict[int, list[str]] = {}
-    for item in keyed:
-        by_model.setdefault(item.model_id, []).append(item.event_id)
-    for model_id, event_ids in by_model.items():
-        rows = _select_by_event(model_class, ["id", "event_id", "payload_sha256"], model_id, sorted(set(event_ids)))
-        for pk, event_id, sha in rows:
-            stored[(model_id, event_id)] = (pk, sha)
+    different body is a conflict. `stored`: the (id, payload hash) of the rows stored under the batch's keys, when
+    the caller has read them already."""
+    if stored is None:
+        stored = {}
+        by_model: dict[int, list[str]] = {}
+        for item in keyed:
+            by_model.setdefault(item.model_id, []).append(item.event_id)
+        for model_id, event_ids in by_model.items():
+            columns = ["id", "event_id", "payload_sha256"]
+            for pk, event_id, sha in _select_by_event(model_class, columns, model_id, sorted(set(event_ids))):
+                stored[(model_id, event_id)] = (pk, sha)
     plan = _InsertPlan(new=[], existing_ids={}, same_as_index={})
     first_in_batch: dict[tuple[int, str], _Keyed] = {}
     conflicts: list[FieldProblem] = []
@@ -563,8 +558,9 @@ def _prediction_record_batch(
     event_ids = [item.event_id or uuid.uuid4().hex for item in items]
     keyed = [_Keyed(index, models[names[index]].pk, event_ids[index], shas[index]) for index in range(len(items))]
     lock_events("prediction", [(k.model_id, k.event_id) for k in keyed])
-    plan = _plan_idempotent_insert(Prediction, keyed, path)
-    pending = _pending_outcomes_for([(k.model_id, k.event_id) for k in plan.new])
+    known = _events_known([(k.model_id, k.event_id) for k in keyed])
+    plan = _plan_idempotent_insert(Prediction, keyed, path, stored=known.predictions)
+    pending = _pending_outcomes(known.pending_outcome_ids, plan.new)
     now = timezone.now()
     rows = []
     for entry in plan.new:
@@ -605,7 +601,7 @@ def _prediction_record_batch(
             if (early := pending.get((row.registered_model_id, row.event_id))) is not None
         )
         PendingOutcome.objects.filter(pk__in=[p.pk for p in pending.values()]).delete()
-    _link_waiting_feedback(rows)
+    _link_waiting_feedback(rows, known.waiting_feedback_ids)
     return _results(plan, keyed, new_ids)
 
 
@@ -707,40 +703,76 @@ def _set_outcome(row: Prediction, task_type: str, actual: Any, now: datetime) ->
     row.actual_recorded_at = now
 
 
-def _pending_outcomes_for(keys: list[tuple[int, str]]) -> dict[tuple[int, str], PendingOutcome]:
-    found: dict[tuple[int, str], PendingOutcome] = {}
-    by_model: dict[int, list[str]] = {}
+@dataclass
+class _EventsKnown:
+    """What a prediction write must know of the events it is given: the predictions already stored under them (id,
+    payload hash), the outcomes that arrived before them, the feedback that names them and waits to be linked."""
+
+    predictions: dict[tuple[int, str], tuple[int, str]]
+    pending_outcome_ids: dict[tuple[int, str], int]
+    waiting_feedback_ids: dict[tuple[int, str], list[int]]
+
+
+def _events_known(keys: Sequence[tuple[int, str]]) -> _EventsKnown:
+    """One statement a model (and 500 events), not three: on the path every ingest request takes, each statement
+    costs more in Django's cursor and, on PostgreSQL, a round trip than the index look-up it runs."""
+    known = _EventsKnown({}, {}, {})
+    by_model: dict[int, set[str]] = {}
     for model_id, event_id in keys:
-        by_model.setdefault(model_id, []).append(event_id)
+        by_model.setdefault(model_id, set()).add(event_id)
     for model_id, event_ids in by_model.items():
-        # Pending outcomes are rare: a cheap look first, the ORM only for the rows there are.
-        ids = [pk for (pk,) in _select_by_event(PendingOutcome, ["id"], model_id, event_ids)]
-        for pending in PendingOutcome.objects.filter(pk__in=ids) if ids else ():
-            found[(model_id, pending.event_id)] = pending
-    return found
+        for chunk in _chunks(sorted(event_ids)):
+            with connection.cursor() as cursor:
+                cursor.execute(_events_known_sql(connection.vendor, len(chunk)), [model_id, *chunk] * 3)
+                rows = cursor.fetchall()
+            for table, pk, sha, event_id in rows:
+                key = (model_id, event_id)
+                if table == 0:
+                    known.predictions[key] = (pk, sha)
+                elif table == 1:
+                    known.pending_outcome_ids[key] = pk
+                else:
+                    known.waiting_feedback_ids.setdefault(key, []).append(pk)
+    return known
 
 
-def _link_waiting_feedback(predictions: Sequence[Prediction]) -> None:
+@cache
+def _events_known_sql(vendor: str, count: int) -> str:
+    quote = connection.ops.quote_name
+    events = ", ".join(["%s"] * count)
+
+    def select(table: int, model: type, sha: str, event_column: str, where: str = "") -> str:
+        # Identifiers come from model metadata and every value is a parameter.
+        return (
+            f"SELECT {table}, {quote('id')}, {sha}, {quote(event_column)} FROM {quote(model._meta.db_table)} "  # noqa: S608
+            f"WHERE {quote('registered_model_id')} = %s AND {quote(event_column)} IN ({events}){where}"
+        )
+
+    # Feedback waiting for its prediction is found by the partial index `feedback_unlinked`; SQLite uses a partial
+    # index only for a query that repeats its condition term for term (`<> ''` would not do).
+    waiting = f" AND {quote('prediction_id')} IS NULL AND NOT ({quote('prediction_event_id')} = '')"
+    return " UNION ALL ".join(
+        [
+            select(0, Prediction, quote("payload_sha256"), "event_id"),
+            select(1, PendingOutcome, "''", "event_id"),
+            select(2, Feedback, "''", "prediction_event_id", waiting),
+        ]
+    )
+
+
+def _pending_outcomes(ids: dict[tuple[int, str], int], new: list[_Keyed]) -> dict[tuple[int, str], PendingOutcome]:
+    """The outcomes that arrived before the predictions about to be inserted (rare: the ORM only for those)."""
+    wanted = [ids[key] for item in new if (key := (item.model_id, item.event_id)) in ids]
+    if not wanted:
+        return {}
+    return {(row.registered_model_id, row.event_id): row for row in PendingOutcome.objects.filter(pk__in=wanted)}
+
+
+def _link_waiting_feedback(predictions: Sequence[Prediction], waiting: dict[tuple[int, str], list[int]]) -> None:
     """Attach feedback that named a prediction's event_id before the prediction arrived."""
-    by_key = {(row.registered_model_id, row.event_id): row for row in predictions}
-    by_model: dict[int, list[str]] = {}
-    for model_id, event_id in by_key:
-        by_model.setdefault(model_id, []).append(event_id)
-    for model_id, event_ids in by_model.items():
-        # Feedback that waits for its prediction is rare: a cheap look (by the partial index) before any UPDATE.
-        waiting: dict[str, list[int]] = {}
-        for pk, event_id in _select_by_event(
-            Feedback,
-            ["id", "prediction_event_id"],
-            model_id,
-            event_ids,
-            event_column="prediction_event_id",
-            where=f" AND {connection.ops.quote_name('prediction_id')} IS NULL"
-            f" AND {connection.ops.quote_name('prediction_event_id')} <> ''",
-        ):
-            waiting.setdefault(event_id, []).append(pk)
-        for event_id, feedback_ids in waiting.items():
-            prediction = by_key[(model_id, event_id)]
+    for prediction in predictions:
+        feedback_ids = waiting.get((prediction.registered_model_id, prediction.event_id))
+        if feedback_ids:
             Feedback.objects.filter(pk__in=feedback_ids).update(
                 prediction_id=prediction.pk, input_sha256=fingerprint(prediction.input)
             )
