@@ -1,5 +1,6 @@
 """gunicorn settings used by `make run` (`-c python:feedbackhub.gunicorn_conf`)."""
 
+from pathlib import Path
 from typing import Any
 
 # Imported here, when the master starts: importing inside child_exit, which runs in the SIGCHLD handler, can
@@ -12,6 +13,12 @@ from feedbackhub.env import env_int
 # again for SQLite's own lock when a writer outside the queue holds it), so such a request answers 503 rather than
 # having its worker killed.
 timeout = 2 * env_int("FEEDBACKHUB_SQLITE_BUSY_SECONDS", "30", minimum=1) + 10
+
+
+# Each worker touches a heartbeat file after every request; on a disk file system that is a metadata write, in
+# memory it is not (gunicorn's own advice, for containers above all).
+if Path("/dev/shm").is_dir():  # noqa: S108 - shared memory, not a temporary file
+    worker_tmp_dir = "/dev/shm"  # noqa: S108
 
 
 def child_exit(server: Any, worker: Any) -> None:
