@@ -188,6 +188,7 @@ def _drive(port: int, payloads: list[bytes], connections: int, seconds: float | 
             if closes:
                 exchange.sock.close()
             send_next(None if closes else exchange.sock)
+    selector.close()
     return LoadResult(len(latencies), time.perf_counter() - started, latencies, statuses)
 
 
