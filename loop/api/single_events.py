@@ -23,6 +23,7 @@ from rest_framework.authentication import get_authorization_header
 from rest_framework.exceptions import Throttled
 
 from collector import selectors, services
+from collector.group_commit import prediction_record_grouped
 from collector.models import ApiKey
 from feedbackhub.api_errors import api_error_response, api_json_response
 from feedbackhub.errors import DomainError
@@ -56,6 +57,8 @@ class SinglePredictionMiddleware:
                     raise
             if answer is not None:
                 _count_as_view(request, route)
+                # As CommonMiddleware, which this answer skips, would: a keep-alive server need not chunk it.
+                answer.headers["Content-Length"] = str(len(answer.content))
                 return answer
         return self.get_response(request)
 
@@ -108,7 +111,7 @@ def _record_single_prediction(request: HttpRequest, api_key: ApiKey) -> HttpResp
         return None
     try:
         count_write(api_key)
-        recorded = services.prediction_record(
+        recorded = prediction_record_grouped(
             item=services.PredictionIn(**item), actor=selectors.actor_for_api_key(api_key), parsed_storable=True
         )
     except (DomainError, Throttled) as error:

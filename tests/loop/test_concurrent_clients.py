@@ -97,3 +97,40 @@ def test_sixteen_clients_with_retries_and_racing_outcomes_leave_exact_counts(liv
     assert PredictionHour.objects.aggregate(n=Sum("predictions"))["n"] == total
     hours = OutcomeHour.objects.aggregate(n=Sum("outcomes"), right=Sum("correct"))
     assert hours == {"n": total, "right": expected_right}
+
+
+SINGLES = 60
+
+
+def test_sixteen_clients_sending_single_predictions_with_retries_store_each_event_once(live_server) -> None:
+    """One prediction a request, as services log them: the server's threads write the ones that arrive together in
+    one transaction (collector.group_commit); retries of a client's own events and another client's events sent as
+    well are answered "duplicate", so across all answers each event is created exactly once."""
+    _, key = api_key_create(name="singles")
+    answers: list[tuple[int, str]] = []
+    barrier = threading.Barrier(CLIENTS)
+    url = f"{live_server.url}/api/v1/predictions/"
+
+    def client(number: int) -> None:
+        rng = random.Random(number)
+        neighbour = (number + 1) % CLIENTS
+        barrier.wait()
+        for n in range(SINGLES):
+            post(url, key, event(number, n), answers)
+            if rng.random() < 0.25:
+                post(url, key, event(number, n), answers)
+            if rng.random() < 0.25:
+                post(url, key, event(neighbour, n), answers)
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    total = CLIENTS * SINGLES
+    assert [answer for answer in answers if answer[0] not in (200, 201)] == []
+    assert sum(status == 201 for status, _ in answers) == total
+    assert Prediction.objects.count() == total
+    assert VersionTally.objects.get().predictions == total
+    assert PredictionHour.objects.aggregate(n=Sum("predictions"))["n"] == total

@@ -156,6 +156,11 @@ def test_its_answers_are_written_as_drf_writes_them(api: ApiClient) -> None:
 
     assert created.content == f'{{"id":{created.json()["id"]},"event_id":"é-2","status":"created"}}'.encode()
     assert "'é-1' was already used".encode() in conflict.content  # UTF-8, not \\u00e9 escapes
+    # Its length, as CommonMiddleware (which these answers skip) would give it: a keep-alive server need not chunk.
+    assert [answer["Content-Length"] for answer in (created, conflict)] == [
+        str(len(created.content)),
+        str(len(conflict.content)),
+    ]
 
 
 def test_its_answers_are_counted_under_the_endpoints_view(api: ApiClient, drf_dispatches: list[str]) -> None:

@@ -1,0 +1,44 @@
+"""The web server's threads follow the database: sync workers on SQLite, threaded workers on PostgreSQL, or what
+WEB_THREADS says."""
+
+import importlib
+
+import pytest
+
+from feedbackhub import gunicorn_conf
+
+
+@pytest.fixture
+def reload_conf(monkeypatch: pytest.MonkeyPatch):
+    def reload(**env: str):
+        for name in ("DATABASE_URL", "WEB_THREADS"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return importlib.reload(gunicorn_conf)
+
+    yield reload
+    monkeypatch.undo()
+    importlib.reload(gunicorn_conf)
+
+
+@pytest.mark.parametrize(
+    ("env", "worker_class", "threads"),
+    [
+        ({}, "sync", 1),
+        ({"DATABASE_URL": "sqlite:////srv/hub/db.sqlite3"}, "sync", 1),
+        ({"DATABASE_URL": "postgres://hub@db:5432/hub"}, "gthread", 4),
+        ({"DATABASE_URL": "postgresql://hub@db/hub", "WEB_THREADS": "8"}, "gthread", 8),
+        ({"DATABASE_URL": "postgres://hub@db/hub", "WEB_THREADS": "1"}, "sync", 1),
+        ({"WEB_THREADS": "2"}, "gthread", 2),
+    ],
+)
+def test_workers_are_threaded_where_requests_wait_on_the_database(reload_conf, env, worker_class, threads) -> None:
+    conf = reload_conf(**env)
+
+    assert (conf.worker_class, conf.threads) == (worker_class, threads)
+
+
+def test_a_bad_thread_count_says_which_setting(reload_conf) -> None:
+    with pytest.raises(Exception, match="WEB_THREADS"):
+        reload_conf(WEB_THREADS="0")
