@@ -7,7 +7,7 @@ from typing import Any
 # interrupt its own half-finished import when two workers exit together ("partially initialized module").
 from prometheus_client import multiprocess
 
-from feedbackhub.env import env_int, env_str
+from feedbackhub.env import env_int
 
 # Longer than a SQLite write can wait (FEEDBACKHUB_SQLITE_BUSY_SECONDS, 30 s, for the writers' lock file, then as long
 # again for SQLite's own lock when a writer outside the queue holds it), so such a request answers 503 rather than
@@ -15,16 +15,13 @@ from feedbackhub.env import env_int, env_str
 timeout = 2 * env_int("FEEDBACKHUB_SQLITE_BUSY_SECONDS", "30", minimum=1) + 10
 
 
-def default_threads(database_url: str) -> int:
-    """Threads a worker process runs by default: several on PostgreSQL, where a request spends much of its time
-    waiting for round trips and the single predictions that arrive together are written in one transaction
-    (collector.group_commit); one on SQLite, where a request never waits off the CPU and threads only add the
-    switching between them (measured: 10% fewer single events a second with 4)."""
-    return 1 if not database_url or database_url.startswith("sqlite") else 4
-
-
-threads = env_int("WEB_THREADS", str(default_threads(env_str("DATABASE_URL", ""))), minimum=1)
-# gthread also keeps connections alive, and a slow client holds one thread rather than a whole process.
+# Threads in each worker process (gunicorn's gthread workers above 1): single predictions that arrive together are
+# then written in one transaction (collector.group_commit), and a worker goes on while its requests wait for a
+# database across the network. Not the default: on SQLite a request never waits off the CPU, and 4 threads gave 10%
+# fewer single events a second; on PostgreSQL on the same machine they gave 10-13% more single events but a third
+# fewer batched events, most likely because a kept-alive connection stays with the worker that accepted it, so the
+# benchmark's two batch connections can both land on one worker while the other idles.
+threads = env_int("WEB_THREADS", "1", minimum=1)
 worker_class = "gthread" if threads > 1 else "sync"
 
 

@@ -1,5 +1,4 @@
-"""The web server's threads follow the database: sync workers on SQLite, threaded workers on PostgreSQL, or what
-WEB_THREADS says."""
+"""The web server's workers: sync by default, threaded (gthread) when WEB_THREADS asks for more than one thread."""
 
 import importlib
 
@@ -27,13 +26,13 @@ def reload_conf(monkeypatch: pytest.MonkeyPatch):
     [
         ({}, "sync", 1),
         ({"DATABASE_URL": "sqlite:////srv/hub/db.sqlite3"}, "sync", 1),
-        ({"DATABASE_URL": "postgres://hub@db:5432/hub"}, "gthread", 4),
+        ({"DATABASE_URL": "postgres://hub@db:5432/hub"}, "sync", 1),
         ({"DATABASE_URL": "postgresql://hub@db/hub", "WEB_THREADS": "8"}, "gthread", 8),
         ({"DATABASE_URL": "postgres://hub@db/hub", "WEB_THREADS": "1"}, "sync", 1),
         ({"WEB_THREADS": "2"}, "gthread", 2),
     ],
 )
-def test_workers_are_threaded_where_requests_wait_on_the_database(reload_conf, env, worker_class, threads) -> None:
+def test_workers_are_threaded_when_web_threads_asks(reload_conf, env, worker_class, threads) -> None:
     conf = reload_conf(**env)
 
     assert (conf.worker_class, conf.threads) == (worker_class, threads)

@@ -5,7 +5,7 @@ throwaway home: SQLite under a temporary FEEDBACKHUB_VAR_DIR, PostgreSQL a datab
 127.0.0.1:5432 (or PGHOST/PGPORT/PGUSER), created and dropped here; PostgreSQL is skipped with a note when it
 cannot be reached. For each: `manage.py migrate`, an API key from `manage.py create_api_key` (the service
 `api_key_create`), then gunicorn started as `make run` starts it (`feedbackhub.wsgi:application`, 2 workers,
-`-c python:feedbackhub.gunicorn_conf`, which runs sync workers on SQLite and 4 threads a worker on PostgreSQL).
+`-c python:feedbackhub.gunicorn_conf`; sync workers unless WEB_THREADS is set).
 
 The load generator is one process on the same 2 cores, so it is kept lean: one thread over raw non-blocking sockets
 (an asyncio stream cost several times more CPU per request), every request's bytes built before timing; it keeps
@@ -47,8 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_client import SeedFeedbackCollector  # noqa: E402
 from figures import Figure, report  # noqa: E402
-
-from feedbackhub.gunicorn_conf import default_threads  # noqa: E402
 
 HOST = "127.0.0.1"
 PATH = "/api/v1/predictions/"
@@ -410,9 +408,9 @@ class Baselines:
 # --- the figures -------------------------------------------------------------------------------------
 
 
-def server_text(name: str) -> str:
-    """The gunicorn processes and threads the hub ran with, as its config chose them for the database."""
-    threads = int(os.environ.get("WEB_THREADS") or default_threads("postgres://" if name == "PostgreSQL" else ""))
+def server_text() -> str:
+    """The gunicorn processes and threads the hub ran with (WEB_THREADS reaches gunicorn's config)."""
+    threads = int(os.environ.get("WEB_THREADS") or 1)
     return f"gunicorn {WORKERS} workers" + (f" × {threads} threads" if threads > 1 else "")
 
 
@@ -420,7 +418,7 @@ def single_figure(name: str, hub: HubFigures) -> Figure:
     seed = hub.seed
     ratio = hub.single.rate / seed
     return Figure(
-        measure=f"single-event HTTP ingest, {server_text(name)}, {name}: req/s (p50 / p99 ms)",
+        measure=f"single-event HTTP ingest, {server_text()}, {name}: req/s (p50 / p99 ms)",
         value=f"{hub.single.rate:,.0f} req/s (p50 {hub.single.percentile(0.5):.1f} ms, "
         f"p99 {hub.single.percentile(0.99):.1f} ms)",
         baseline="seed-000 logger in-process (sqlite3 connect+INSERT+commit per call)",
@@ -435,7 +433,7 @@ def batch_figure(name: str, hub: HubFigures, *, with_goal: bool) -> Figure:
     ceiling = hub.ceiling
     share = hub.events_per_second / ceiling
     return Figure(
-        measure=f"batched HTTP ingest ({BATCH_SIZE:,} events/request), {server_text(name)}, {name}: events/s",
+        measure=f"batched HTTP ingest ({BATCH_SIZE:,} events/request), {server_text()}, {name}: events/s",
         value=f"{hub.events_per_second:,.0f} events/s",
         baseline=f"raw sqlite3 executemany of {BATCH_SIZE:,} rows per transaction, same DDL, WAL",
         baseline_value=f"{ceiling:,.0f} events/s",
