@@ -105,6 +105,9 @@ def _database_from_url(url: str) -> dict:
         # Tests use a file too (not Django's in-memory default), so they see the same locking as production.
         config["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
         config["ENGINE"] = "feedbackhub.sqlite"
+    elif config["ENGINE"] == "django.db.backends.postgresql":
+        # Kept connections checked without a round trip while they are idle and sound: feedbackhub/postgresql/base.py.
+        config["ENGINE"] = "feedbackhub.postgresql"
     # Neither backend has django-prometheus' query counters: they cost about 55 writes to its shared files in each
     # single-event request, a tenth of its time; query statistics belong to the database's own exporter.
     return config

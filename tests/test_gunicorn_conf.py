@@ -10,8 +10,7 @@ from feedbackhub import gunicorn_conf
 @pytest.fixture
 def reload_conf(monkeypatch: pytest.MonkeyPatch):
     def reload(**env: str):
-        for name in ("DATABASE_URL", "WEB_THREADS"):
-            monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv("WEB_THREADS", raising=False)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         return importlib.reload(gunicorn_conf)
@@ -25,10 +24,8 @@ def reload_conf(monkeypatch: pytest.MonkeyPatch):
     ("env", "worker_class", "threads"),
     [
         ({}, "sync", 1),
-        ({"DATABASE_URL": "sqlite:////srv/hub/db.sqlite3"}, "sync", 1),
-        ({"DATABASE_URL": "postgres://hub@db:5432/hub"}, "sync", 1),
-        ({"DATABASE_URL": "postgresql://hub@db/hub", "WEB_THREADS": "8"}, "gthread", 8),
-        ({"DATABASE_URL": "postgres://hub@db/hub", "WEB_THREADS": "1"}, "sync", 1),
+        ({"WEB_THREADS": "1"}, "sync", 1),
+        ({"WEB_THREADS": "8"}, "gthread", 8),
         ({"WEB_THREADS": "2"}, "gthread", 2),
     ],
 )
