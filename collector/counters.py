@@ -1,8 +1,9 @@
 """Atomic increments of the quality counters, run inside the transaction of the write they count.
 
 Each is one `INSERT ... ON CONFLICT ... DO UPDATE SET n = n + excluded.n` per table and batch (SQLite and
-PostgreSQL alike), so concurrent writers never lose an increment and a retried request (which writes no row)
-adds nothing. A changed outcome is a -1 for the old judgement and a +1 for the new one.
+PostgreSQL alike; on PostgreSQL a write's upserts go as one statement), so concurrent writers never lose an
+increment and a retried request (which writes no row) adds nothing. A changed outcome is a -1 for the old judgement
+and a +1 for the new one.
 """
 
 from bisect import bisect_left
@@ -49,17 +50,20 @@ class OutcomeChange:
     confidence: float | None = None
 
 
+Increment = tuple[str, list]  # one upsert statement and its parameters
+
+
 def _increment(
     model: type,
     keys: Sequence[str],
     values: Sequence[str],
     rows: list[tuple],
     overwrite: Sequence[str] = (),
-) -> None:
-    """Add each row's values to the stored ones (inserting missing rows); `overwrite` columns take the new
-    value when it is not NULL."""
+) -> Increment | None:
+    """The upsert that adds each row's values to the stored ones (inserting missing rows); `overwrite` columns take
+    the new value when it is not NULL. None when there are no rows."""
     if not rows:
-        return
+        return None
     sql = _increment_sql(connection.vendor, model, tuple(keys), tuple(values), tuple(overwrite), len(rows))
     adapt = connection.ops.adapt_datetimefield_value
     params = [
@@ -67,8 +71,23 @@ def _increment(
         for row in sorted(rows, key=lambda r: r[: len(keys)])
         for value in row
     ]
+    return sql, params
+
+
+def _run_increments(increments: Iterable[Increment | None]) -> None:
+    """Run the upserts, each table's at most once. On PostgreSQL they go as one statement, each upsert a
+    data-modifying WITH clause: one round trip instead of one each. (Its clauses run in a fixed order of their place
+    in the statement, and a deadlock with another writer is retried like any write race.) SQLite has no
+    data-modifying WITH, and no round trips to save."""
+    statements = [increment for increment in increments if increment is not None]
+    if not statements:
+        return
+    if connection.vendor == "postgresql" and len(statements) > 1:
+        clauses = ", ".join(f"counted_{index} AS ({sql})" for index, (sql, _) in enumerate(statements))
+        statements = [(f"WITH {clauses} SELECT 1", [param for _, params in statements for param in params])]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        for sql, params in statements:
+            cursor.execute(sql, params)
 
 
 @cache
@@ -126,7 +145,6 @@ def counters_record(*, new_predictions: Sequence[Prediction], outcome_changes: S
         if prediction.confidence is not None:
             counts[6] += 1
             counts[7] += prediction.confidence
-    _record_prediction_hours(new_predictions)
     for change in outcome_changes:
         correct = change.sign if change.is_correct else 0
         error = change.error or 0.0
@@ -155,40 +173,50 @@ def counters_record(*, new_predictions: Sequence[Prediction], outcome_changes: S
         if change.actual_label and change.predicted_label:
             key = (change.model_version_id, _hour(change.predicted_at), change.actual_label, change.predicted_label)
             hour_cells[key] += change.sign
-    _increment(
+    version_tally = _increment(
         VersionTally,
         ["model_version_id"],
         ["predictions", "outcomes", "correct", "error_sum", "abs_error_sum", "squared_error_sum", *CONFIDENCE_COLUMNS],
         [(version_id, *values) for version_id, values in tally.items()],
         overwrite=["last_outcome_at"],
     )
-    _increment(
+    confusion_cells = _increment(
         ConfusionCell,
         ["model_version_id", "actual_label", "predicted_label"],
         ["count"],
         [(*key, count) for key, count in cells.items() if count],
     )
-    _increment(
+    outcome_minutes = _increment(
         OutcomeMinute,
         ["model_version_id", "minute"],
         ["outcomes", "correct", "abs_error_sum", "squared_error_sum"],
         [(*key, *values) for key, values in minutes.items() if any(values)],
     )
-    _increment(
+    outcome_hours = _increment(
         OutcomeHour,
         ["model_version_id", "hour"],
         ["outcomes", "correct", "abs_error_sum", "squared_error_sum"],
         [(*key, *values) for key, values in hours.items() if any(values)],
     )
-    _increment(
+    confusion_hours = _increment(
         ConfusionHour,
         ["model_version_id", "hour", "actual_label", "predicted_label"],
         ["count"],
         [(*key, count) for key, count in hour_cells.items() if count],
     )
+    _run_increments(
+        [
+            *_prediction_hour_increments(new_predictions),
+            version_tally,
+            confusion_cells,
+            outcome_minutes,
+            outcome_hours,
+            confusion_hours,
+        ]
+    )
 
 
-def _record_prediction_hours(rows: Sequence[Prediction]) -> None:
+def _prediction_hour_increments(rows: Sequence[Prediction]) -> list[Increment | None]:
     hours: dict[tuple[int, datetime], list] = defaultdict(lambda: [0, 0, 0.0])
     latencies: Counter[tuple[int, datetime, int]] = Counter()
     for row in rows:
@@ -199,18 +227,20 @@ def _record_prediction_hours(rows: Sequence[Prediction]) -> None:
             bucket[1] += 1
             bucket[2] += row.latency_ms
             latencies[(row.model_version_id, hour, latency_bucket(row.latency_ms))] += 1
-    _increment(
-        PredictionHour,
-        ["model_version_id", "hour"],
-        ["predictions", "latency_count", "latency_sum_ms"],
-        [(*key, *values) for key, values in hours.items()],
-    )
-    _increment(
-        LatencyHour,
-        ["model_version_id", "hour", "bucket"],
-        ["count"],
-        [(*key, count) for key, count in latencies.items()],
-    )
+    return [
+        _increment(
+            PredictionHour,
+            ["model_version_id", "hour"],
+            ["predictions", "latency_count", "latency_sum_ms"],
+            [(*key, *values) for key, values in hours.items()],
+        ),
+        _increment(
+            LatencyHour,
+            ["model_version_id", "hour", "bucket"],
+            ["count"],
+            [(*key, count) for key, count in latencies.items()],
+        ),
+    ]
 
 
 def feedback_rating(kind: str, value: object) -> int:
@@ -226,17 +256,21 @@ def counters_record_feedback(*, rows: Iterable[Feedback]) -> None:
     for row in rows:
         kinds[(row.registered_model_id, row.kind)] += 1
         hourly[(row.registered_model_id, _hour(row.created_at), row.kind, feedback_rating(row.kind, row.value))] += 1
-    _increment(
-        FeedbackTally,
-        ["registered_model_id", "kind"],
-        ["count"],
-        [(*key, count) for key, count in kinds.items()],
-    )
-    _increment(
-        FeedbackHour,
-        ["registered_model_id", "hour", "kind", "rating"],
-        ["count"],
-        [(*key, count) for key, count in hourly.items()],
+    _run_increments(
+        [
+            _increment(
+                FeedbackTally,
+                ["registered_model_id", "kind"],
+                ["count"],
+                [(*key, count) for key, count in kinds.items()],
+            ),
+            _increment(
+                FeedbackHour,
+                ["registered_model_id", "hour", "kind", "rating"],
+                ["count"],
+                [(*key, count) for key, count in hourly.items()],
+            ),
+        ]
     )
 
 

@@ -4,6 +4,8 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import (
     accuracy_score,
@@ -297,3 +299,28 @@ def test_rebuilding_the_counters_from_the_rows_gives_what_was_kept_incrementally
     assert counter_state() == kept
     assert sorted(OutcomeMinute.objects.values_list("model_version_id", "minute", "outcomes")) == minutes
     assert "Rebuilt the counters of 6 model version(s)." in out.getvalue()
+
+
+COUNTER_TABLES = (
+    "collector_versiontally", "collector_confusioncell", "collector_outcomeminute", "collector_outcomehour",
+    "collector_confusionhour", "collector_predictionhour", "collector_latencyhour",
+)  # fmt: skip
+
+
+def test_a_write_counts_in_every_counter_table_with_one_statement_on_postgresql(api: ApiClient) -> None:
+    bodies = [
+        prediction_body(model="churn", event_id=f"churn-{n}", prediction=n % 2, actual=(n // 2) % 2, latency_ms=n)
+        for n in range(6)
+    ]
+
+    with CaptureQueriesContext(connection) as queries:
+        assert api.post_json("/api/v1/predictions/", bodies).status_code == 201
+
+    counting = [q["sql"] for q in queries if any(f'"{table}"' in q["sql"] for table in COUNTER_TABLES)]
+    written = {table for table in COUNTER_TABLES if any(f'INTO "{table}"' in sql for sql in counting)}
+    assert written == set(COUNTER_TABLES)
+    assert len(counting) == (1 if connection.vendor == "postgresql" else len(COUNTER_TABLES))
+    kept = counter_state()
+    call_command("rebuild_quality_counters", stdout=StringIO())
+    assert counter_state() == kept
+    assert kept[0][0][1:4] == (6, 6, 3)  # predictions, outcomes, correct
