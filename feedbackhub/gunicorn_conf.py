@@ -15,14 +15,13 @@ from feedbackhub.env import env_int
 timeout = 2 * env_int("FEEDBACKHUB_SQLITE_BUSY_SECONDS", "30", minimum=1) + 10
 
 
-# Threads in each worker process (gunicorn's gthread workers above 1): single predictions that arrive together are
-# then written in one transaction (collector.group_commit), and a worker goes on while its requests wait for a
-# database across the network. Not the default: on SQLite a request never waits off the CPU, and 4 threads gave 10%
-# fewer single events a second; on PostgreSQL on the same machine they gave 10-13% more single events but a third
-# fewer batched events, most likely because a kept-alive connection stays with the worker that accepted it, so the
-# benchmark's two batch connections can both land on one worker while the other idles.
-threads = env_int("WEB_THREADS", "1", minimum=1)
-worker_class = "gthread" if threads > 1 else "sync"
+# Threads in each worker process. Above 1, gunicorn's threaded worker, which keeps connections alive, with new
+# connections going to the worker that holds the fewest (feedbackhub/gunicorn_workers.py): single predictions that
+# arrive together are written in one transaction (collector.group_commit), and a worker goes on while its requests
+# wait for a database across the network. On 2 cores, 4 threads served 1.2-1.3x the single predictions of sync
+# workers on SQLite and 1.2x on PostgreSQL, the same batches on SQLite and 0.9x on PostgreSQL. 1: sync workers.
+threads = env_int("WEB_THREADS", "4", minimum=1)
+worker_class = "feedbackhub.gunicorn_workers.BalancedThreadWorker" if threads > 1 else "sync"
 
 
 # Each worker touches a heartbeat file after every request; on a disk file system that is a metadata write, in

@@ -1,4 +1,5 @@
-"""The web server's workers: sync by default, threaded (gthread) when WEB_THREADS asks for more than one thread."""
+"""The web server's workers: 4 threads each by default (gunicorn's threaded worker, balanced), sync when WEB_THREADS
+asks for one thread."""
 
 import importlib
 
@@ -23,13 +24,13 @@ def reload_conf(monkeypatch: pytest.MonkeyPatch):
 @pytest.mark.parametrize(
     ("env", "worker_class", "threads"),
     [
-        ({}, "sync", 1),
+        ({}, "feedbackhub.gunicorn_workers.BalancedThreadWorker", 4),
         ({"WEB_THREADS": "1"}, "sync", 1),
-        ({"WEB_THREADS": "8"}, "gthread", 8),
-        ({"WEB_THREADS": "2"}, "gthread", 2),
+        ({"WEB_THREADS": "8"}, "feedbackhub.gunicorn_workers.BalancedThreadWorker", 8),
+        ({"WEB_THREADS": "2"}, "feedbackhub.gunicorn_workers.BalancedThreadWorker", 2),
     ],
 )
-def test_workers_are_threaded_when_web_threads_asks(reload_conf, env, worker_class, threads) -> None:
+def test_workers_are_threaded_unless_web_threads_asks_for_one(reload_conf, env, worker_class, threads) -> None:
     conf = reload_conf(**env)
 
     assert (conf.worker_class, conf.threads) == (worker_class, threads)

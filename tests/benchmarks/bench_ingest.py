@@ -5,7 +5,7 @@ throwaway home: SQLite under a temporary FEEDBACKHUB_VAR_DIR, PostgreSQL a datab
 127.0.0.1:5432 (or PGHOST/PGPORT/PGUSER), created and dropped here; PostgreSQL is skipped with a note when it
 cannot be reached. For each: `manage.py migrate`, an API key from `manage.py create_api_key` (the service
 `api_key_create`), then gunicorn started as `make run` starts it (`feedbackhub.wsgi:application`, 2 workers,
-`-c python:feedbackhub.gunicorn_conf`; sync workers unless WEB_THREADS is set).
+`-c python:feedbackhub.gunicorn_conf`; 4 threads a worker unless WEB_THREADS says otherwise).
 
 The load generator is one process on the same 2 cores, so it is kept lean: one thread over raw non-blocking sockets
 (an asyncio stream cost several times more CPU per request), every request's bytes built before timing; it keeps
@@ -409,8 +409,9 @@ class Baselines:
 
 
 def server_text() -> str:
-    """The gunicorn processes and threads the hub ran with (WEB_THREADS reaches gunicorn's config)."""
-    threads = int(os.environ.get("WEB_THREADS") or 1)
+    """The gunicorn processes and threads the hub ran with, as its config reads them (WEB_THREADS)."""
+    from feedbackhub.gunicorn_conf import threads
+
     return f"gunicorn {WORKERS} workers" + (f" × {threads} threads" if threads > 1 else "")
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 from tests.e2e.test_stack import PYTHON, REPO_DIR, START_TIMEOUT, RunningStack, child_env, free_port
 
 
-def gunicorn_start(var_dir: Path, log_path: Path, **env: str) -> RunningStack:
-    """One gunicorn worker serving the hub with the given environment; returns once it answers."""
+def gunicorn_start(var_dir: Path, log_path: Path, *options: str, **env: str) -> RunningStack:
+    """gunicorn serving the hub with the given environment, one worker unless `options` (gunicorn's command line
+    options, after the defaults) say otherwise; returns once it answers."""
     port = free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [PYTHON, "-m", "gunicorn", "feedbackhub.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", "1", "--timeout", "120"],
+             "--workers", "1", "--timeout", "120", *options],
             cwd=REPO_DIR, env=child_env(var_dir, port, **env), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     server = RunningStack(process=process, log_path=log_path, port=port)

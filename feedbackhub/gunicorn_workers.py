@@ -1,0 +1,81 @@
+"""gunicorn's threaded worker, with new connections going to the worker process that holds the fewest.
+
+All workers wait on the one listening socket, and whichever wakes first accepts. A kept-alive connection then stays
+with that process for as long as the client keeps it, so clients that hold a few connections open (a service logging
+each prediction, the Python client's batches) could all end up on one process while the others idle: on two cores
+that halved what two workers served in half of the benchmark's runs. Here each worker publishes how many connections
+it holds on a board in shared memory, set up by the master before it forks; a worker that holds more than a live
+sibling leaves a new connection to its siblings for a moment (`SIBLING_HEAD_START`), so that the sibling, woken by the
+same connection, takes it first. A worker never refuses a connection: if no sibling takes it within that moment, it
+accepts it, so a wrong or stale count costs at most that wait.
+"""
+
+import select
+import time
+from multiprocessing.sharedctypes import RawArray
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+# Seconds a worker holding more connections leaves a new one to its siblings. An idle sibling takes it within a
+# millisecond on a quiet machine, but on busy cores it may wait several for its turn to run.
+SIBLING_HEAD_START = 0.010
+_CHECK_EVERY = 0.0002
+_SLOTS = 64
+# A worker's main loop comes round at least once a second (its poll times out); a slot not written for longer than
+# this belongs to a worker that has exited.
+_STALE_SECONDS = 5.0
+
+
+class _ConnectionBoard:
+    """Connections held by each worker process, in memory the master's children share: one slot a worker."""
+
+    def __init__(self, slots: int) -> None:
+        self._connections = RawArray("l", slots)
+        self._written_at = RawArray("d", slots)
+        self.slots = slots
+
+    def publish(self, slot: int, connections: int) -> None:
+        self._connections[slot] = connections
+        self._written_at[slot] = time.monotonic()
+
+    def sibling_holds_fewer(self, slot: int, connections: int) -> bool:
+        live_after = time.monotonic() - _STALE_SECONDS
+        written_at = self._written_at
+        held = self._connections
+        return any(
+            written_at[other] > live_after and held[other] < connections for other in range(self.slots) if other != slot
+        )
+
+
+# Created when gunicorn's master loads the worker class, before it forks the workers, who inherit the same memory.
+_board = _ConnectionBoard(_SLOTS)
+
+
+class BalancedThreadWorker(ThreadWorker):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Ages count up with every worker the master starts: consecutive workers get different slots.
+        self.slot = self.age % _SLOTS
+
+    def notify(self) -> None:
+        super().notify()
+        _board.publish(self.slot, self.nr_conns)
+
+    def accept(self, server: Any, listener: Any) -> None:
+        if _board.sibling_holds_fewer(self.slot, self.nr_conns) and _taken_meanwhile(listener, SIBLING_HEAD_START):
+            return
+        super().accept(server, listener)  # if a sibling took it just now, this finds nothing to accept
+        _board.publish(self.slot, self.nr_conns)
+
+
+def _taken_meanwhile(listener: Any, seconds: float) -> bool:
+    """Whether the listening socket's waiting connections are all taken (by other processes) within `seconds`."""
+    waiting = select.poll()
+    waiting.register(listener, select.POLLIN)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(_CHECK_EVERY)
+        if not waiting.poll(0):
+            return True
+    return False

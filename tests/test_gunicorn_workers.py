@@ -1,0 +1,105 @@
+"""The threaded web worker leaves a new connection to a live sibling process that holds fewer: the board they share,
+and real gunicorn workers with kept-alive connections."""
+
+import http.client
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from feedbackhub.gunicorn_workers import _STALE_SECONDS, _ConnectionBoard
+
+
+def test_a_worker_defers_only_to_a_live_sibling_holding_fewer_connections() -> None:
+    board = _ConnectionBoard(4)
+    board.publish(0, 3)
+    board.publish(1, 3)
+
+    assert not board.sibling_holds_fewer(0, 3)  # as many: no one waits
+    board.publish(1, 2)
+    assert board.sibling_holds_fewer(0, 3)
+    assert not board.sibling_holds_fewer(1, 2)  # its own slot is not a sibling
+
+
+def test_a_slot_not_written_lately_belongs_to_a_worker_that_exited() -> None:
+    board = _ConnectionBoard(4)
+    board.publish(0, 5)
+    board.publish(2, 0)
+    board._written_at[2] = time.monotonic() - _STALE_SECONDS - 1
+
+    assert not board.sibling_holds_fewer(0, 5)
+
+
+def worker_pids(master_pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master_pid:
+                children.append(int(entry.name))
+    return children
+
+
+def serving_worker(connection: http.client.HTTPConnection, server_port: int, workers: list[int]) -> int | None:
+    """The worker process holding the server's end of a connection: found by the socket's inode in /proc."""
+    client_port = connection.sock.getsockname()[1]
+    inodes = [
+        fields[9]
+        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        if int(fields[1].split(":")[1], 16) == server_port and int(fields[2].split(":")[1], 16) == client_port
+    ]
+    for pid in workers:
+        for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(descriptor) in {f"socket:[{inode}]" for inode in inodes}:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def kept_alive_connection(port: int) -> http.client.HTTPConnection:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/api/v1/")  # a 404 of the API, answered without the database
+    response = connection.getresponse()
+    response.read()
+    assert response.getheader("Connection", "").lower() != "close"
+    return connection
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads which process holds a socket from /proc")
+def test_kept_alive_connections_are_spread_over_the_threaded_workers(tmp_path: Path) -> None:
+    from tests.e2e.gunicorn_proxy import gunicorn_start
+
+    server = gunicorn_start(
+        tmp_path / "var", tmp_path / "gunicorn.log", "--workers", "2", "--config", "python:feedbackhub.gunicorn_conf",
+        "--keep-alive", "60", WEB_THREADS="4",
+    )  # fmt: skip
+    try:
+        workers = worker_pids(server.process.pid)
+        assert len(workers) == 2
+        # Both workers serving (each loads the project when it boots): warm-up connections until each holds one.
+        warm_up, deadline = [], time.monotonic() + 60
+        while {serving_worker(c, server.port, workers) for c in warm_up} != set(workers):
+            assert time.monotonic() < deadline, server.log()
+            warm_up.append(kept_alive_connection(server.port))
+        for connection in warm_up:
+            connection.close()
+        time.sleep(1.5)  # each worker's loop sees its closed connections and publishes its count
+
+        held = []
+        for _ in range(8):
+            held.append(kept_alive_connection(server.port))
+            time.sleep(0.05)
+        owners = [serving_worker(c, server.port, workers) for c in held]
+
+        assert sorted(owners.count(pid) for pid in workers) == [4, 4], owners
+        for connection in held:
+            connection.close()
+    finally:
+        server.stop(signal.SIGTERM)
