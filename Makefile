@@ -27,6 +27,7 @@ run: $(VENV)/.installed-run
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	env -u DATABASE_URL $(PY) manage.py makemigrations --check --dry-run
 
 # The suite runs on SQLite, then again on PostgreSQL when one is reachable at PG_TEST_URL

@@ -556,9 +556,7 @@ class LatencyHour(models.Model):
     count = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["model_version", "hour", "bucket"], name="latency_hour_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["model_version", "hour", "bucket"], name="latency_hour_unique")]
 
     def __str__(self) -> str:
         return f"{self.model_version_id} at {self.hour:%Y-%m-%d %H}h, bucket {self.bucket}: {self.count}"
@@ -610,9 +608,7 @@ class FeedbackHour(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["registered_model", "hour", "kind", "rating"], name="feedback_hour_unique"
-            ),
+            models.UniqueConstraint(fields=["registered_model", "hour", "kind", "rating"], name="feedback_hour_unique"),
         ]
 
     def __str__(self) -> str:

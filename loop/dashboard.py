@@ -271,9 +271,7 @@ def _quality_chart(model: RegisteredModel, since: datetime, step: Step) -> dict:
 
 def _latency_chart(model: RegisteredModel, since: datetime, step: Step) -> dict:
     points = collector_selectors.latency_series(registered_model=model, since=since, step=step)
-    traces = [
-        _line(name, [(point.at, getattr(point, name)) for point in points]) for name in ("p50", "p95", "p99")
-    ]
+    traces = [_line(name, [(point.at, getattr(point, name)) for point in points]) for name in ("p50", "p95", "p99")]
     return _chart("latency", "Prediction latency", "ms", traces if points else [], "No latencies in this period.")
 
 

@@ -52,7 +52,7 @@ def training_history(*, registered_model: RegisteredModel, limit: int) -> list[T
 
 def champion_changes(*, registered_model: RegisteredModel, limit: int) -> list[Promotion]:
     return list(
-        Promotion.objects.filter(registered_model=registered_model).select_related(
-            "model_version", "previous_version"
-        )[:limit]
+        Promotion.objects.filter(registered_model=registered_model).select_related("model_version", "previous_version")[
+            :limit
+        ]
     )

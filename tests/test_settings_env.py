@@ -92,7 +92,11 @@ def test_the_cache_is_a_file_cache_under_the_var_dir_by_default(monkeypatch: pyt
     ("url", "backend", "location"),
     [
         ("redis://redis:6379/1", "django.core.cache.backends.redis.RedisCache", "redis://redis:6379/1"),
-        ("rediss://:secret@redis:6380/0", "django.core.cache.backends.redis.RedisCache", "rediss://:secret@redis:6380/0"),
+        (
+            "rediss://:secret@redis:6380/0",
+            "django.core.cache.backends.redis.RedisCache",
+            "rediss://:secret@redis:6380/0",
+        ),
         ("file:///var/cache/fbh", "django.core.cache.backends.filebased.FileBasedCache", "/var/cache/fbh"),
         ("locmem://", "django.core.cache.backends.locmem.LocMemCache", None),
     ],

@@ -54,4 +54,3 @@ def test_a_missing_secret_stops_compose_with_a_message() -> None:
 
     assert result.returncode != 0
     assert "set SECRET_KEY in deploy/.env" in result.stderr
-

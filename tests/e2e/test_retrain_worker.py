@@ -107,7 +107,12 @@ def separable(count: int, seed: int) -> list[dict[str, Any]]:
 
 
 def register_with_stored_examples(
-    var_dir: Path, name: str, *, threshold: int, examples: list[dict[str, Any]], spec: dict | None = None,
+    var_dir: Path,
+    name: str,
+    *,
+    threshold: int,
+    examples: list[dict[str, Any]],
+    spec: dict | None = None,
     every_minute: bool = False,
 ) -> None:
     """A model, its policy, and examples written straight to the database: nothing is queued when they are stored,

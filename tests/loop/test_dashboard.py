@@ -54,7 +54,7 @@ def test_names_from_clients_reach_the_charts_escaped(api: ApiClient, reviewer: A
     charts = chart_data(reviewer.get("/models/churn/").content.decode())
 
     names = {trace["name"] for trace in charts["volume"]["traces"] + charts["quality"]["traces"]}
-    assert "&lt;a href=\"https://evil.example/\"&gt;login&lt;/a&gt;" in names
+    assert '&lt;a href="https://evil.example/"&gt;login&lt;/a&gt;' in names
     assert not any("<a" in name for name in names)
 
 
