@@ -58,8 +58,18 @@ class BalancedThreadWorker(ThreadWorker):
         # Ages count up with every worker the master starts: consecutive workers get different slots.
         self.slot = self.age % _SLOTS
 
+    # The count is published whenever it changes: on accept, when a request's thread finishes with a connection it
+    # closes, when idle kept-alive connections time out; and on every turn of the main loop.
     def notify(self) -> None:
         super().notify()
+        _board.publish(self.slot, self.nr_conns)
+
+    def finish_request(self, fs: Any) -> None:
+        super().finish_request(fs)
+        _board.publish(self.slot, self.nr_conns)
+
+    def murder_keepalived(self) -> None:
+        super().murder_keepalived()
         _board.publish(self.slot, self.nr_conns)
 
     def accept(self, server: Any, listener: Any) -> None:

@@ -72,6 +72,7 @@ def kept_alive_connection(port: int) -> http.client.HTTPConnection:
     return connection
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads which process holds a socket from /proc")
 def test_kept_alive_connections_are_spread_over_the_threaded_workers(tmp_path: Path) -> None:
     from tests.e2e.gunicorn_proxy import gunicorn_start
