@@ -5,6 +5,8 @@ import http.client
 import os
 import signal
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -72,9 +74,20 @@ def kept_alive_connection(port: int) -> http.client.HTTPConnection:
     return connection
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads which process holds a socket from /proc")
-def test_kept_alive_connections_are_spread_over_the_threaded_workers(tmp_path: Path) -> None:
+@dataclass
+class Balanced:
+    port: int
+    workers: list[int]
+
+    def owner(self, connection: http.client.HTTPConnection) -> int | None:
+        return serving_worker(connection, self.port, self.workers)
+
+
+@pytest.fixture
+def balanced(tmp_path: Path) -> Iterator[Balanced]:
+    """gunicorn as `make run` starts it, 2 threaded workers, both serving, holding no connection."""
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("reads which process holds a socket from /proc")
     from tests.e2e.gunicorn_proxy import gunicorn_start
 
     server = gunicorn_start(
@@ -82,25 +95,45 @@ def test_kept_alive_connections_are_spread_over_the_threaded_workers(tmp_path: P
         "--keep-alive", "60", WEB_THREADS="4",
     )  # fmt: skip
     try:
-        workers = worker_pids(server.process.pid)
-        assert len(workers) == 2
+        hub = Balanced(server.port, worker_pids(server.process.pid))
+        assert len(hub.workers) == 2
         # Both workers serving (each loads the project when it boots): warm-up connections until each holds one.
         warm_up, deadline = [], time.monotonic() + 60
-        while {serving_worker(c, server.port, workers) for c in warm_up} != set(workers):
+        while {hub.owner(c) for c in warm_up} != set(hub.workers):
             assert time.monotonic() < deadline, server.log()
             warm_up.append(kept_alive_connection(server.port))
         for connection in warm_up:
             connection.close()
-        time.sleep(1.5)  # each worker's loop sees its closed connections and publishes its count
-
-        held = []
-        for _ in range(8):
-            held.append(kept_alive_connection(server.port))
-            time.sleep(0.05)
-        owners = [serving_worker(c, server.port, workers) for c in held]
-
-        assert sorted(owners.count(pid) for pid in workers) == [4, 4], owners
-        for connection in held:
-            connection.close()
+        time.sleep(0.5)
+        yield hub
     finally:
         server.stop(signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_kept_alive_connections_are_spread_over_the_threaded_workers(balanced: Balanced) -> None:
+    held = []
+    for _ in range(8):
+        held.append(kept_alive_connection(balanced.port))
+        time.sleep(0.05)
+    owners = [balanced.owner(c) for c in held]
+
+    assert sorted(owners.count(pid) for pid in balanced.workers) == [4, 4], owners
+    for connection in held:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_a_connection_closed_a_moment_ago_no_longer_counts(balanced: Balanced) -> None:
+    first, second = kept_alive_connection(balanced.port), kept_alive_connection(balanced.port)
+    assert {balanced.owner(first), balanced.owner(second)} == set(balanced.workers)
+    for _ in range(3):
+        freed = balanced.owner(second)
+        second.close()
+        time.sleep(0.1)  # well within the second a worker's main loop may wait before it comes round
+
+        second = kept_alive_connection(balanced.port)
+
+        assert balanced.owner(second) == freed
+    first.close()
+    second.close()
