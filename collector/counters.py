@@ -76,9 +76,10 @@ def _increment(
 
 def _run_increments(increments: Iterable[Increment | None]) -> None:
     """Run the upserts, each table's at most once. On PostgreSQL they go as one statement, each upsert a
-    data-modifying WITH clause: one round trip instead of one each. (Its clauses run in a fixed order of their place
-    in the statement, and a deadlock with another writer is retried like any write race.) SQLite has no
-    data-modifying WITH, and no round trips to save."""
+    data-modifying WITH clause: one round trip instead of one each. (PostgreSQL runs the clauses in an order of its
+    own; every writer builds the statement from the same list, so concurrent writers lock the counter rows in the
+    same order, and a deadlock with any other writer is retried like any write race.) SQLite has no data-modifying
+    WITH, and no round trips to save."""
     statements = [increment for increment in increments if increment is not None]
     if not statements:
         return

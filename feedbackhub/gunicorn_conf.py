@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import multiprocess
 
 from feedbackhub.env import env_int
+from feedbackhub.gunicorn_workers import worker_exited
 
 # Longer than a SQLite write can wait (FEEDBACKHUB_SQLITE_BUSY_SECONDS, 30 s, for the writers' lock file, then as long
 # again for SQLite's own lock when a writer outside the queue holds it), so such a request answers 503 rather than
@@ -33,3 +34,4 @@ if Path("/dev/shm").is_dir():  # noqa: S108 - shared memory, not a temporary fil
 def child_exit(server: Any, worker: Any) -> None:
     # In multiprocess mode a dead worker's live gauges must be dropped from /metrics.
     multiprocess.mark_process_dead(worker.pid)
+    worker_exited(worker)

@@ -39,6 +39,9 @@ class _ConnectionBoard:
         self._connections[slot] = connections
         self._written_at[slot] = time.monotonic()
 
+    def clear(self, slot: int) -> None:
+        self._written_at[slot] = 0.0
+
     def sibling_holds_fewer(self, slot: int, connections: int) -> bool:
         live_after = time.monotonic() - _STALE_SECONDS
         written_at = self._written_at
@@ -50,13 +53,21 @@ class _ConnectionBoard:
 
 # Created when gunicorn's master loads the worker class, before it forks the workers, who inherit the same memory.
 _board = _ConnectionBoard(_SLOTS)
+# The slots of the master's live workers: kept by the master, which makes each worker object before it forks it
+# (`__init__` below) and is told of each exit (`worker_exited`, from gunicorn_conf's child_exit).
+_slots_taken: set[int] = set()
+
+
+def _free_slot(age: int) -> int:
+    free = [slot for slot in range(_SLOTS) if slot not in _slots_taken]
+    return free[0] if free else age % _SLOTS  # more live workers than slots: some share one, and see less
 
 
 class BalancedThreadWorker(ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Ages count up with every worker the master starts: consecutive workers get different slots.
-        self.slot = self.age % _SLOTS
+        self.slot = _free_slot(self.age)
+        _slots_taken.add(self.slot)
 
     # The count is published whenever it changes: on accept, when a request's thread finishes with a connection it
     # closes, when idle kept-alive connections time out; and on every turn of the main loop.
@@ -77,6 +88,15 @@ class BalancedThreadWorker(ThreadWorker):
             return
         super().accept(server, listener)  # if a sibling took it just now, this finds nothing to accept
         _board.publish(self.slot, self.nr_conns)
+
+
+def worker_exited(worker: Any) -> None:
+    """In the master, once a worker has exited: its slot no longer counts (its last count was that of a worker
+    draining its connections, which would hold back its siblings' accepts) and is free for the next worker."""
+    slot = getattr(worker, "slot", None)
+    if slot is not None:
+        _board.clear(slot)
+        _slots_taken.discard(slot)
 
 
 def _taken_meanwhile(listener: Any, seconds: float) -> bool:

@@ -108,6 +108,10 @@ def _database_from_url(url: str) -> dict:
     elif config["ENGINE"] == "django.db.backends.postgresql":
         # Kept connections checked without a round trip while they are idle and sound: feedbackhub/postgresql/base.py.
         config["ENGINE"] = "feedbackhub.postgresql"
+        # A database host that vanished without closing its connections (a crash, a cut network) is noticed by TCP
+        # keepalives after about a minute of silence, not the system's two hours. Options in the URL come first.
+        keepalives = {"keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+        config["OPTIONS"] = {**keepalives, **config.get("OPTIONS", {})}
     # Neither backend has django-prometheus' query counters: they cost about 55 writes to its shared files in each
     # single-event request, a tenth of its time; query statistics belong to the database's own exporter.
     return config

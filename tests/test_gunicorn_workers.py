@@ -8,9 +8,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from feedbackhub import gunicorn_workers
 from feedbackhub.gunicorn_workers import _STALE_SECONDS, _ConnectionBoard
 
 
@@ -32,6 +34,19 @@ def test_a_slot_not_written_lately_belongs_to_a_worker_that_exited() -> None:
     board._written_at[2] = time.monotonic() - _STALE_SECONDS - 1
 
     assert not board.sibling_holds_fewer(0, 5)
+
+
+def test_an_exited_workers_slot_stops_counting_and_goes_to_the_next_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gunicorn_workers, "_board", _ConnectionBoard(4))
+    monkeypatch.setattr(gunicorn_workers, "_slots_taken", {0, 1})
+    gunicorn_workers._board.publish(0, 2)
+    gunicorn_workers._board.publish(1, 0)  # a worker draining its last connections before it exits
+    assert gunicorn_workers._board.sibling_holds_fewer(0, 2)
+
+    gunicorn_workers.worker_exited(SimpleNamespace(slot=1))  # the master, told by child_exit
+
+    assert not gunicorn_workers._board.sibling_holds_fewer(0, 2)
+    assert gunicorn_workers._free_slot(age=7) == 1
 
 
 def worker_pids(master_pid: int) -> list[int]:

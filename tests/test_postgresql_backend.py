@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 from django.db import connection, connections
+from psycopg.pq import TransactionStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,5 +81,14 @@ def test_a_connection_the_server_ended_is_replaced_before_the_next_request(
 
 def test_a_closed_connection_is_not_usable(kept: Any) -> None:
     kept.connection.close()
+
+    assert not kept.is_usable()
+
+
+def test_a_connection_left_in_a_failed_transaction_is_not_usable(kept: Any) -> None:
+    kept.connection.execute("BEGIN")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        kept.connection.execute("SELECT 1 / 0")
+    assert kept.connection.info.transaction_status == TransactionStatus.INERROR
 
     assert not kept.is_usable()

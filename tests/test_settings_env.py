@@ -112,3 +112,13 @@ def test_an_unusable_cache_url_stops_start_up(monkeypatch: pytest.MonkeyPatch, u
     monkeypatch.setenv("SOME_CACHE", url)
     with pytest.raises(ImproperlyConfigured, match="SOME_CACHE"):
         env_cache("SOME_CACHE", Path("/unused"))
+
+
+def test_postgresql_connections_use_the_project_backend_with_tcp_keepalives() -> None:
+    from feedbackhub.settings import _database_from_url
+
+    config = _database_from_url("postgres://hub@db:5432/hub?keepalives_idle=60")
+
+    assert config["ENGINE"] == "feedbackhub.postgresql"
+    assert config["CONN_HEALTH_CHECKS"] is True
+    assert config["OPTIONS"] == {"keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 3}

@@ -4,15 +4,17 @@ idle and has heard nothing from the server.
 Connections are kept across requests (CONN_MAX_AGE) and checked before each request's first query, so that one
 broken while the worker idled (a server restart, a connection ended by the server) is replaced instead of failing the
 request. Django checks with `SELECT 1`, a round trip that cost about a tenth of a single-prediction request. An idle
-connection has nothing to read unless the server sent something: a server that ends a connection sends its reason
-and closes the socket, which then reads as ready. So a connection with nothing to read is taken as usable at once,
-and only one with pending input (or none that psycopg still holds open) is checked as before. A server that vanished
-without a word is found by the request's first query either way: it fails, and the request answers 503.
+connection (outside any transaction) has nothing to read unless the server sent something: a server that ends a
+connection sends its reason and closes the socket, which then reads as ready. So a connection with nothing to read is
+taken as usable at once, and one with pending input, one left inside a transaction (or failed in it), or one psycopg
+no longer holds open is checked as before. A server host that vanished without a word (no FIN) is found by TCP
+keepalives (settings.py asks for them) or by the request's first query, which then fails, and the request answers 503.
 """
 
 import select
 
 from django.db.backends.postgresql import base
+from psycopg.pq import TransactionStatus
 
 
 def _has_unread_input(descriptor: int) -> bool:
@@ -26,6 +28,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection = self.connection
         if connection is None or connection.closed or connection.broken:
             return False
-        if not _has_unread_input(connection.fileno()):
-            return True
-        return super().is_usable()
+        try:
+            quiet = connection.info.transaction_status == TransactionStatus.IDLE and not _has_unread_input(
+                connection.fileno()
+            )
+        except base.Database.Error:  # no socket left: as Django's own check would find
+            return False
+        return quiet or super().is_usable()
