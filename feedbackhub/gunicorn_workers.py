@@ -5,9 +5,9 @@ with that process for as long as the client keeps it, so clients that hold a few
 each prediction, the Python client's batches) could all end up on one process while the others idle: on two cores
 that halved what two workers served in half of the benchmark's runs. Here each worker publishes how many connections
 it holds on a board in shared memory, set up by the master before it forks; a worker that holds more than a live
-sibling leaves a new connection to its siblings for a moment (`SIBLING_HEAD_START`), so that the sibling, woken by the
-same connection, takes it first. A worker never refuses a connection: if no sibling takes it within that moment, it
-accepts it, so a wrong or stale count costs at most that wait.
+sibling with a free thread leaves a new connection to its siblings for a moment (`SIBLING_HEAD_START`), so that the
+sibling, woken by the same connection, takes it first. A worker never refuses a connection: if no sibling takes it
+within that moment, it accepts it, so a wrong or stale count costs at most that wait.
 """
 
 import select
@@ -17,9 +17,10 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
-# Seconds a worker holding more connections leaves a new one to its siblings. An idle sibling takes it within a
-# millisecond on a quiet machine, but on busy cores it may wait several for its turn to run.
-SIBLING_HEAD_START = 0.010
+# Seconds a worker holding more connections leaves a new one to a sibling with a free thread: an idle sibling takes it
+# well within this on a quiet machine. Longer waits hold up the worker's other connections when both are busy: with a
+# new connection a request (clients that do not keep connections alive), 10 ms cost 40-60% of the single events.
+SIBLING_HEAD_START = 0.002
 _CHECK_EVERY = 0.0002
 _SLOTS = 64
 # A worker's main loop comes round at least once a second (its poll times out); a slot not written for longer than
@@ -42,12 +43,14 @@ class _ConnectionBoard:
     def clear(self, slot: int) -> None:
         self._written_at[slot] = 0.0
 
-    def sibling_holds_fewer(self, slot: int, connections: int) -> bool:
+    def sibling_holds_fewer(self, slot: int, connections: int, threads: int) -> bool:
+        """Whether a live sibling holds fewer connections than `connections` and than its `threads`."""
+        fewer = min(connections, threads)
         live_after = time.monotonic() - _STALE_SECONDS
         written_at = self._written_at
         held = self._connections
         return any(
-            written_at[other] > live_after and held[other] < connections for other in range(self.slots) if other != slot
+            written_at[other] > live_after and held[other] < fewer for other in range(self.slots) if other != slot
         )
 
 
@@ -84,7 +87,9 @@ class BalancedThreadWorker(ThreadWorker):
         _board.publish(self.slot, self.nr_conns)
 
     def accept(self, server: Any, listener: Any) -> None:
-        if _board.sibling_holds_fewer(self.slot, self.nr_conns) and _taken_meanwhile(listener, SIBLING_HEAD_START):
+        if _board.sibling_holds_fewer(self.slot, self.nr_conns, self.cfg.threads) and _taken_meanwhile(
+            listener, SIBLING_HEAD_START
+        ):
             return
         super().accept(server, listener)  # if a sibling took it just now, this finds nothing to accept
         _board.publish(self.slot, self.nr_conns)

@@ -16,15 +16,19 @@ from feedbackhub import gunicorn_workers
 from feedbackhub.gunicorn_workers import _STALE_SECONDS, _ConnectionBoard
 
 
-def test_a_worker_defers_only_to_a_live_sibling_holding_fewer_connections() -> None:
+def test_a_worker_defers_only_to_a_live_sibling_holding_fewer_connections_with_a_free_thread() -> None:
     board = _ConnectionBoard(4)
     board.publish(0, 3)
     board.publish(1, 3)
 
-    assert not board.sibling_holds_fewer(0, 3)  # as many: no one waits
+    assert not board.sibling_holds_fewer(0, 3, threads=4)  # as many: no one waits
     board.publish(1, 2)
-    assert board.sibling_holds_fewer(0, 3)
-    assert not board.sibling_holds_fewer(1, 2)  # its own slot is not a sibling
+    assert board.sibling_holds_fewer(0, 3, threads=4)
+    assert not board.sibling_holds_fewer(1, 2, threads=4)  # its own slot is not a sibling
+    # Every thread of both busy (clients that open a connection a request): each takes what it is woken for.
+    board.publish(0, 9)
+    board.publish(1, 6)
+    assert not board.sibling_holds_fewer(0, 9, threads=4)
 
 
 def test_a_slot_not_written_lately_belongs_to_a_worker_that_exited() -> None:
@@ -33,7 +37,7 @@ def test_a_slot_not_written_lately_belongs_to_a_worker_that_exited() -> None:
     board.publish(2, 0)
     board._written_at[2] = time.monotonic() - _STALE_SECONDS - 1
 
-    assert not board.sibling_holds_fewer(0, 5)
+    assert not board.sibling_holds_fewer(0, 5, threads=4)
 
 
 def test_an_exited_workers_slot_stops_counting_and_goes_to_the_next_worker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,11 +45,11 @@ def test_an_exited_workers_slot_stops_counting_and_goes_to_the_next_worker(monke
     monkeypatch.setattr(gunicorn_workers, "_slots_taken", {0, 1})
     gunicorn_workers._board.publish(0, 2)
     gunicorn_workers._board.publish(1, 0)  # a worker draining its last connections before it exits
-    assert gunicorn_workers._board.sibling_holds_fewer(0, 2)
+    assert gunicorn_workers._board.sibling_holds_fewer(0, 2, threads=4)
 
     gunicorn_workers.worker_exited(SimpleNamespace(slot=1))  # the master, told by child_exit
 
-    assert not gunicorn_workers._board.sibling_holds_fewer(0, 2)
+    assert not gunicorn_workers._board.sibling_holds_fewer(0, 2, threads=4)
     assert gunicorn_workers._free_slot(age=7) == 1
 
 
