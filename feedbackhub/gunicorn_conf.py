@@ -20,7 +20,8 @@ timeout = 2 * env_int("FEEDBACKHUB_SQLITE_BUSY_SECONDS", "30", minimum=1) + 10
 # connections going to the worker that holds the fewest (feedbackhub/gunicorn_workers.py): single predictions that
 # arrive together are written in one transaction (collector.group_commit), and a worker goes on while its requests
 # wait for a database across the network. On 2 cores, 4 threads served 1.2-1.3x the single predictions of sync
-# workers on SQLite and 1.2x on PostgreSQL, the same batches on SQLite and 0.9x on PostgreSQL. 1: sync workers.
+# workers on SQLite and 1.2x on PostgreSQL, the same batches on SQLite and 0.9x on PostgreSQL; clients that open a
+# connection for every request, four at a time, got 0.77x (sixteen: 1.1x). 1: sync workers.
 threads = env_int("WEB_THREADS", "4", minimum=1)
 worker_class = "feedbackhub.gunicorn_workers.BalancedThreadWorker" if threads > 1 else "sync"
 
