@@ -34,7 +34,6 @@ class _ConnectionBoard:
     def __init__(self, slots: int) -> None:
         self._connections = RawArray("l", slots)
         self._written_at = RawArray("d", slots)
-        self.slots = slots
 
     def publish(self, slot: int, connections: int) -> None:
         self._connections[slot] = connections
@@ -50,7 +49,7 @@ class _ConnectionBoard:
         written_at = self._written_at
         held = self._connections
         return any(
-            written_at[other] > live_after and held[other] < fewer for other in range(self.slots) if other != slot
+            written_at[other] > live_after and held[other] < fewer for other in range(len(held)) if other != slot
         )
 
 

@@ -69,15 +69,15 @@ def worker_pids(master_pid: int) -> list[int]:
 def serving_worker(connection: http.client.HTTPConnection, server_port: int, workers: list[int]) -> int | None:
     """The worker process holding the server's end of a connection: found by the socket's inode in /proc."""
     client_port = connection.sock.getsockname()[1]
-    inodes = [
-        fields[9]
+    sockets = {
+        f"socket:[{fields[9]}]"
         for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
         if int(fields[1].split(":")[1], 16) == server_port and int(fields[2].split(":")[1], 16) == client_port
-    ]
+    }
     for pid in workers:
         for descriptor in Path(f"/proc/{pid}/fd").iterdir():
             try:
-                if os.readlink(descriptor) in {f"socket:[{inode}]" for inode in inodes}:
+                if os.readlink(descriptor) in sockets:
                     return pid
             except OSError:
                 continue
