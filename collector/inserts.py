@@ -133,23 +133,8 @@ def insert_rows(rows: Sequence[Model], *, adapted: Mapping[str, list] | None = N
         return
     if not connection.in_atomic_block:
         raise RuntimeError("insert_rows runs inside transaction.atomic(): ids are read back from the transaction")
-    model = type(rows[0])
-    fields, adapters, insert = _plan(model, connection.vendor)
-    for field in fields:
-        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            # One moment for the rows inserted together (the field's pre_save would take one per row).
-            moment = field.pre_save(rows[0], add=True)
-            for row in rows[1:]:
-                setattr(row, field.attname, moment)
-    states = [row.__dict__ for row in rows]
-    adapted = adapted or {}
-    columns = [
-        adapted[field.attname] if field.attname in adapted else adapt([state[field.attname] for state in states])
-        for field, adapt in zip(fields, adapters, strict=True)
-    ]
-    params = list(zip(*columns, strict=True))
-    pk_name = model._meta.pk.attname
-    returning = f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
+    fields, insert, params = _insert_parts(rows, adapted)
+    returning = _returning(type(rows[0]))
     with connection.cursor() as cursor:
         if len(params) == 1 and connection.features.can_return_columns_from_insert:  # SQLite 3.35+, PostgreSQL
             # A single event's id comes back with its insert: one statement.
@@ -168,6 +153,52 @@ def insert_rows(rows: Sequence[Model], *, adapted: Mapping[str, list] | None = N
                     insert + _values(len(fields), len(chunk)) + returning, [value for row in chunk for value in row]
                 )
                 ids += [pk for (pk,) in cursor.fetchall()]
+    _set_ids(rows, ids)
+
+
+def send_insert(rows: Sequence[Model], *, adapted: Mapping[str, list] | None = None) -> Callable[[], None]:
+    """PostgreSQL: send the INSERT of `rows` (at most 1,000, one model) with `RETURNING id`, and return the function
+    that sets their primary keys from its answer. In a psycopg pipeline the answer arrives with the pipeline's
+    next sync, so the ids are read afterwards. `adapted` as for `insert_rows`."""
+    if not rows or len(rows) > _POSTGRES_CHUNK or connection.vendor != "postgresql":
+        raise ValueError(f"send_insert takes 1 to {_POSTGRES_CHUNK} rows, on PostgreSQL")
+    fields, insert, params = _insert_parts(rows, adapted)
+    cursor = connection.cursor()
+    cursor.execute(
+        insert + _values(len(fields), len(params)) + _returning(type(rows[0])), [v for row in params for v in row]
+    )
+
+    def set_ids() -> None:
+        with cursor:
+            _set_ids(rows, [pk for (pk,) in cursor.fetchall()])
+
+    return set_ids
+
+
+def _insert_parts(rows: Sequence[Model], adapted: Mapping[str, list] | None) -> tuple[list[Field], str, list[tuple]]:
+    """The inserted fields, the statement up to VALUES, and each row's parameters."""
+    fields, adapters, insert = _plan(type(rows[0]), connection.vendor)
+    for field in fields:
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            # One moment for the rows inserted together (the field's pre_save would take one per row).
+            moment = field.pre_save(rows[0], add=True)
+            for row in rows[1:]:
+                setattr(row, field.attname, moment)
+    states = [row.__dict__ for row in rows]
+    adapted = adapted or {}
+    columns = [
+        adapted[field.attname] if field.attname in adapted else adapt([state[field.attname] for state in states])
+        for field, adapt in zip(fields, adapters, strict=True)
+    ]
+    return fields, insert, list(zip(*columns, strict=True))
+
+
+def _returning(model: type[Model]) -> str:
+    return f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
+
+
+def _set_ids(rows: Sequence[Model], ids: Sequence[int]) -> None:
+    pk_name = type(rows[0])._meta.pk.attname
     for row, pk in zip(rows, ids, strict=True):
         setattr(row, pk_name, pk)
         row._state.adding = False

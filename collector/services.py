@@ -17,11 +17,13 @@ from typing import Any, NamedTuple, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
+from psycopg import Pipeline
+from psycopg.pq import PipelineStatus, TransactionStatus
 
 from collector.counters import OutcomeChange, counters_record, counters_record_feedback
-from collector.inserts import adapted_column, insert_rows, new_row
+from collector.inserts import adapted_column, insert_rows, new_row, send_insert
 from collector.labels import LabelError, infer_task_type, judge, label_for, outcome_key
 from collector.models import (
     MODEL_NAME_VALIDATOR,
@@ -376,6 +378,10 @@ def prediction_record_batch(
     ]
     _raise_if(problems, InvalidInput)
     prepared = _prepare_predictions(items, path)
+    if prepared is not None and _may_pipeline():
+        recorded = _new_predictions_pipelined(prepared, actor, source)
+        if recorded is not None:
+            return recorded
     try:
         return _with_write_retries(lambda: _prediction_record_batch(items, actor, source, path, prepared))
     except IntegrityError as error:
@@ -409,6 +415,7 @@ class _Prepared:
     deleted meanwhile fails the insert, which is then done again with everything read inside."""
 
     rules: dict[int, tuple[str, RedactionPolicy]]
+    model_ids: dict[str, int]
     versions: dict[tuple[int, str], ModelVersion]
     items: list[PredictionIn]
     labels: list[str]
@@ -488,6 +495,7 @@ def _prepare_predictions(items: Sequence[PredictionIn], path: Callable[[int, str
         return None
     return _Prepared(
         rules={model.pk: (model.task_type, policies[model.pk]) for model in models.values()},
+        model_ids={name: model.pk for name, model in models.items()},
         versions=versions,
         items=masked,
         labels=labels,
@@ -561,15 +569,135 @@ def _prediction_record_batch(
     known = _events_known([(k.model_id, k.event_id) for k in keyed])
     plan = _plan_idempotent_insert(Prediction, keyed, path, stored=known.predictions)
     pending = _pending_outcomes(known.pending_outcome_ids, plan.new)
+    task_types = {model.pk: model.task_type for model in models.values()}
+    rows = _new_prediction_rows(plan.new, items, predicted_labels, versions, task_types, source, pending)
+    adapted = {name: [column[entry.index] for entry in plan.new] for name, column in json_columns.items()}
+    insert_rows(rows, adapted=adapted)
+    _count_new_predictions(rows)
+    new_ids = {entry.index: row.pk for entry, row in zip(plan.new, rows, strict=True)}
+    if pending:
+        OutcomeRevision.objects.bulk_create(
+            OutcomeRevision(prediction=row, previous_actual=None, actual=row.actual, actor=early.actor)
+            for row in rows
+            if (early := pending.get((row.registered_model_id, row.event_id))) is not None
+        )
+        PendingOutcome.objects.filter(pk__in=[p.pk for p in pending.values()]).delete()
+    _link_waiting_feedback(rows, known.waiting_feedback_ids)
+    return _results(plan, keyed, new_ids)
+
+
+def _may_pipeline() -> bool:
+    """Whether this write may run as a psycopg pipeline in PostgreSQL's implicit transaction: on PostgreSQL, with
+    values bound on the server (the pipeline's protocol), outside any transaction of the caller's."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return False
+    return connection.settings_dict["OPTIONS"].get("server_side_binding") is True and Pipeline.is_supported()
+
+
+def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -> list[Recorded] | None:
+    """New events of models and versions already known, written in two round trips instead of seven: one psycopg
+    pipeline, which PostgreSQL runs as one implicit transaction, committed by the pipeline's closing sync. The
+    first round trip takes the events' locks, then reads what the events already left and the models; the second
+    sends the insert and the counters and commits.
+
+    None, with nothing written, when the write needs more than that: a retry of a stored event, an outcome or
+    feedback waiting for an event, an event twice in the batch, a model changed (or a key's scope) since it was
+    read, or a write race; `prediction_record_batch` then writes it in a transaction of its own, where each of
+    those is handled."""
+    items = prepared.items
+    names = [_default_model_name(item.model) for item in items]
+    model_ids = [prepared.model_ids[name] for name in names]
+    if not all(actor.may_write(model_id) for model_id in set(model_ids)):
+        return None
+    keyed = [
+        _Keyed(index, model_ids[index], item.event_id or uuid.uuid4().hex, prepared.shas[index])
+        for index, item in enumerate(items)
+    ]
+    keys = [(entry.model_id, entry.event_id) for entry in keyed]
+    if len(set(keys)) != len(keys) or len(keys) > _QUERY_CHUNK:
+        return None
+    version_ids = {prepared.versions[(entry.model_id, items[entry.index].version)].pk for entry in keyed}
+    connection.ensure_connection()
+    try:
+        with connection.wrap_database_errors, connection.connection.pipeline():
+            lock_events("prediction", keys)
+            read_known = _send_events_known(keys)
+            read_kept = _send_keep_versions(version_ids)
+            models = _models_named(sorted(set(names)))  # reading them brings the answers sent before too
+            known, kept = read_known(), read_kept()
+            if known.predictions or known.pending_outcome_ids or known.waiting_feedback_ids or kept != version_ids:
+                return None
+            rules = {model.pk: (model.task_type, model.redaction_policy()) for model in models}
+            if {model.name: model.pk for model in models} != prepared.model_ids or rules != prepared.rules:
+                return None
+            task_types = {model_id: task_type for model_id, (task_type, _) in rules.items()}
+            rows = _new_prediction_rows(
+                keyed, items, prepared.labels, prepared.versions, task_types, source, pending={}
+            )
+            set_ids = send_insert(rows, adapted=prepared.json_columns)
+            _count_new_predictions(rows)
+        set_ids()
+    except DatabaseError as error:
+        _close_if_unsettled()
+        if isinstance(error, IntegrityError | OperationalError) and (
+            _is_write_race(error) or _is_missing_reference(error)
+        ):
+            return None
+        raise
+    return [Recorded(row.pk, row.event_id, created=True) for row in rows]
+
+
+def _send_keep_versions(version_ids: set[int]) -> Callable[[], set[int]]:
+    """Lock the versions (and their models) against deletion until the write commits, so that the foreign keys,
+    checked at commit, hold: a failed commit would leave a pipeline unusable. The function returned reads which
+    of them are still stored."""
+    quote = connection.ops.quote_name
+    version, model = quote(ModelVersion._meta.db_table), quote(RegisteredModel._meta.db_table)
+    cursor = connection.cursor()
+    # Table names come from model metadata and every value is a parameter.
+    cursor.execute(
+        f"SELECT {version}.{quote('id')} FROM {version} JOIN {model} "  # noqa: S608
+        f"ON {model}.{quote('id')} = {version}.{quote('registered_model_id')} "
+        f"WHERE {version}.{quote('id')} = ANY(%s) FOR KEY SHARE",
+        [sorted(version_ids)],
+    )
+
+    def read() -> set[int]:
+        with cursor:
+            return {pk for (pk,) in cursor.fetchall()}
+
+    return read
+
+
+def _close_if_unsettled() -> None:
+    """Close the connection if a failed pipeline left it unusable: when the commit at the pipeline's end fails (a
+    foreign key, checked at commit, to a row deleted meanwhile), psycopg leaves it in pipeline mode, where it takes
+    no further statement. The next statement opens a new connection."""
+    raw = connection.connection
+    if raw is not None and (
+        raw.pgconn.pipeline_status != PipelineStatus.OFF or raw.pgconn.transaction_status != TransactionStatus.IDLE
+    ):
+        connection.close()
+
+
+def _new_prediction_rows(
+    new: Sequence[_Keyed],
+    items: Sequence[PredictionIn],
+    predicted_labels: Sequence[str],
+    versions: dict[tuple[int, str], ModelVersion],
+    task_types: dict[int, str],
+    source: str,
+    pending: dict[tuple[int, str], PendingOutcome],
+) -> list[Prediction]:
+    """The unsaved rows of the new events, with the outcome sent along or recorded before them judged."""
     now = timezone.now()
     rows = []
-    for entry in plan.new:
+    for entry in new:
         item = items[entry.index]
-        model = models[names[entry.index]]
         row = new_row(
             Prediction,
-            registered_model_id=model.pk,
-            model_version_id=versions[(model.pk, item.version)].pk,
+            registered_model_id=entry.model_id,
+            model_version_id=versions[(entry.model_id, item.version)].pk,
             event_id=entry.event_id,
             created_at=item.timestamp or now,
             source=source,
@@ -582,27 +710,19 @@ def _prediction_record_batch(
             attributes=item.attributes,
             payload_sha256=entry.sha,
         )
-        early = pending.get((model.pk, entry.event_id))
+        early = pending.get((entry.model_id, entry.event_id))
         actual = early.actual if early is not None else item.actual
         if actual is not None:
-            _set_outcome(row, model.task_type, actual, now)
+            _set_outcome(row, task_types[entry.model_id], actual, now)
         rows.append(row)
-    adapted = {name: [column[entry.index] for entry in plan.new] for name, column in json_columns.items()}
-    insert_rows(rows, adapted=adapted)
+    return rows
+
+
+def _count_new_predictions(rows: Sequence[Prediction]) -> None:
     counters_record(
         new_predictions=rows,
         outcome_changes=[_outcome_change(row, +1) for row in rows if row.actual is not None],
     )
-    new_ids = {entry.index: row.pk for entry, row in zip(plan.new, rows, strict=True)}
-    if pending:
-        OutcomeRevision.objects.bulk_create(
-            OutcomeRevision(prediction=row, previous_actual=None, actual=row.actual, actor=early.actor)
-            for row in rows
-            if (early := pending.get((row.registered_model_id, row.event_id))) is not None
-        )
-        PendingOutcome.objects.filter(pk__in=[p.pk for p in pending.values()]).delete()
-    _link_waiting_feedback(rows, known.waiting_feedback_ids)
-    return _results(plan, keyed, new_ids)
 
 
 def _length_problem(name: str, value: str, limit: int) -> list[tuple[str, str]]:
@@ -716,14 +836,26 @@ class _EventsKnown:
 def _events_known(keys: Sequence[tuple[int, str]]) -> _EventsKnown:
     """One statement a model (and 500 events), not three: on the path every ingest request takes, each statement
     costs more in Django's cursor and, on PostgreSQL, a round trip than the index look-up it runs."""
-    known = _EventsKnown({}, {}, {})
+    return _send_events_known(keys)()
+
+
+def _send_events_known(keys: Sequence[tuple[int, str]]) -> Callable[[], _EventsKnown]:
+    """`_events_known` in two steps: its statements are sent now, and read by the function returned (in a
+    pipeline, their answers come with the next statement that is read)."""
     by_model: dict[int, set[str]] = {}
     for model_id, event_id in keys:
         by_model.setdefault(model_id, set()).add(event_id)
+    sent = []
     for model_id, event_ids in by_model.items():
         for chunk in _chunks(sorted(event_ids)):
-            with connection.cursor() as cursor:
-                cursor.execute(_events_known_sql(connection.vendor, len(chunk)), [model_id, *chunk] * 3)
+            cursor = connection.cursor()
+            cursor.execute(_events_known_sql(connection.vendor, len(chunk)), [model_id, *chunk] * 3)
+            sent.append((model_id, cursor))
+
+    def read() -> _EventsKnown:
+        known = _EventsKnown({}, {}, {})
+        for model_id, cursor in sent:
+            with cursor:
                 rows = cursor.fetchall()
             for table, pk, sha, event_id in rows:
                 key = (model_id, event_id)
@@ -733,7 +865,9 @@ def _events_known(keys: Sequence[tuple[int, str]]) -> _EventsKnown:
                     known.pending_outcome_ids[key] = pk
                 else:
                     known.waiting_feedback_ids.setdefault(key, []).append(pk)
-    return known
+        return known
+
+    return read
 
 
 @cache

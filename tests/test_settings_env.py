@@ -114,11 +114,16 @@ def test_an_unusable_cache_url_stops_start_up(monkeypatch: pytest.MonkeyPatch, u
         env_cache("SOME_CACHE", Path("/unused"))
 
 
-def test_postgresql_connections_use_the_project_backend_with_tcp_keepalives() -> None:
+def test_postgresql_connections_use_the_project_backend_with_tcp_keepalives_and_prepared_statements() -> None:
     from feedbackhub.settings import _database_from_url
 
     config = _database_from_url("postgres://hub@db:5432/hub?keepalives_idle=60")
+    pooled = _database_from_url("postgres://hub@db:5432/hub?server_side_binding=false")
 
     assert config["ENGINE"] == "feedbackhub.postgresql"
     assert config["CONN_HEALTH_CHECKS"] is True
-    assert config["OPTIONS"] == {"keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 3}
+    assert config["OPTIONS"] == {
+        "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 3,
+        "server_side_binding": True, "prepare_threshold": 5,
+    }  # fmt: skip
+    assert pooled["OPTIONS"]["server_side_binding"] is False

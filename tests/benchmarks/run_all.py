@@ -21,6 +21,7 @@ from tests.benchmarks.figures import FIGURES_FILE, markdown_table, read_figures 
 
 SCRIPTS = [
     "bench_ingest.py",
+    "bench_pg_write.py",
     "bench_client.py",
     "bench_scrape.py",
     "bench_dashboard.py",

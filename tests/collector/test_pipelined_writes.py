@@ -1,0 +1,179 @@
+"""On PostgreSQL, new events of known models and versions are written as one psycopg pipeline in the server's
+implicit transaction (two round trips); everything else, and anything that fails there, is written again in a
+transaction of its own, with nothing of the pipelined attempt left behind."""
+
+import threading
+from collections.abc import Callable, Iterator
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import DatabaseError, connection, connections
+from django.test.utils import CaptureQueriesContext
+from psycopg.pq import PipelineStatus
+
+from collector import services
+from collector.models import ModelVersion, OutcomeRevision, PendingOutcome, Prediction, RegisteredModel, VersionTally
+from collector.services import Actor, OutcomeIn, PredictionIn, outcome_record_batch, prediction_record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ACTOR = Actor(label="test")
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("pipelines are PostgreSQL's")
+
+
+@pytest.fixture
+def churn() -> RegisteredModel:
+    # What earlier tests' models were is forgotten: their rows are gone, and these get new ids.
+    services._known_versions.models.clear()
+    services._known_versions.versions.clear()
+    model = RegisteredModel.objects.create(name="churn", task_type="binary")
+    ModelVersion.objects.create(registered_model=model, version="v1")
+    return model
+
+
+def record(event_id: str, **fields: Any) -> services.Recorded:
+    item = PredictionIn(model="churn", version="v1", input={"event": event_id}, prediction=1, event_id=event_id)
+    for name, value in fields.items():
+        setattr(item, name, value)
+    return prediction_record(item=item, actor=ACTOR)
+
+
+@pytest.fixture
+def statements() -> Iterator[list[tuple[str, bool]]]:
+    """Each statement the connection runs, and whether it went in a pipeline."""
+    seen: list[tuple[str, bool]] = []
+
+    def note(execute: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append((sql, connection.connection.pgconn.pipeline_status != PipelineStatus.OFF))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(note):
+        yield seen
+
+
+def counters_match_a_rebuild() -> bool:
+    kept = sorted(VersionTally.objects.values_list("model_version_id", "predictions", "outcomes", "correct"))
+    call_command("rebuild_quality_counters", stdout=StringIO())
+    return kept == sorted(VersionTally.objects.values_list("model_version_id", "predictions", "outcomes", "correct"))
+
+
+def test_a_new_event_goes_in_one_pipeline_without_begin_or_commit(churn: RegisteredModel, statements: list) -> None:
+    record("warm")  # the model and version, read outside any transaction, are known from now on
+    statements.clear()
+
+    with CaptureQueriesContext(connection) as logged:
+        recorded = record("e1", actual=1)
+    written = list(statements)
+
+    assert recorded.created and Prediction.objects.get(pk=recorded.id).event_id == "e1"
+    parts = ["pg_advisory_xact_lock", "UNION ALL", "FOR KEY SHARE", '"collector_registeredmodel"', 'INTO "collector_pr']
+    assert [next(part for part in parts if part in sql) for sql, _ in written[:5]] == parts
+    assert "WITH counted_0" in written[5][0] and len(written) == 6
+    assert all(in_pipeline for _, in_pipeline in written)
+    assert not [q["sql"] for q in logged if q["sql"] in ("BEGIN", "COMMIT")]
+    assert VersionTally.objects.get().predictions == 2
+    assert counters_match_a_rebuild()
+
+
+def test_a_retry_and_a_waiting_outcome_are_written_by_a_transaction(churn: RegisteredModel) -> None:
+    first = record("e1")
+    outcome_record_batch(items=[OutcomeIn(actual=0, model="churn", event_id="e2")], actor=ACTOR)
+
+    with CaptureQueriesContext(connection) as logged:
+        again = record("e1")
+        late = record("e2")
+
+    assert again == services.Recorded(first.id, "e1", created=False)
+    assert [q["sql"] for q in logged].count("COMMIT") == 2
+    assert Prediction.objects.get(pk=late.id).actual == 0
+    assert not PendingOutcome.objects.exists() and OutcomeRevision.objects.count() == 1
+    assert counters_match_a_rebuild()
+
+
+def test_a_version_deleted_since_it_was_read_is_noticed_before_anything_is_sent(
+    churn: RegisteredModel, statements: list
+) -> None:
+    services._known_versions.read({("churn", "v1")})  # as a preparation outside any transaction reads it
+    ModelVersion.objects.filter(version="v1").delete()  # its id, still known, would fail the foreign key
+    statements.clear()
+
+    recorded = record("e1")  # by the transaction, which registers v1 again
+
+    assert [sql for sql, in_pipeline in statements if in_pipeline and sql.startswith("INSERT")] == []
+    assert list(Prediction.objects.values_list("pk", flat=True)) == [recorded.id]
+    assert VersionTally.objects.get().predictions == 1
+    assert counters_match_a_rebuild()
+
+
+def test_a_pipeline_whose_commit_failed_is_closed_and_the_next_statement_reconnects(churn: RegisteredModel) -> None:
+    connection.ensure_connection()
+    missing_version = ModelVersion.objects.get().pk + 1000
+    with (
+        pytest.raises(DatabaseError),
+        connection.wrap_database_errors,
+        connection.connection.pipeline(),
+        connection.cursor() as cursor,
+    ):  # the foreign key is checked at the commit, at the pipeline's end
+        cursor.execute(
+            'INSERT INTO "collector_versiontally" ("model_version_id", "predictions", "outcomes", "correct", '
+            '"error_sum", "abs_error_sum", "squared_error_sum", "confident", "confidence_sum", '
+            '"confident_outcomes", "confident_outcomes_confidence_sum", "confident_outcomes_correct") '
+            "VALUES (%s, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)",
+            [missing_version],
+        )
+
+    services._close_if_unsettled()
+
+    assert record("e1").created
+    assert not VersionTally.objects.filter(model_version_id=missing_version).exists()
+
+
+def test_outcomes_racing_their_pipelined_predictions_all_land(churn: RegisteredModel) -> None:
+    record("warm")
+    events = [f"race-{n}" for n in range(150)]
+    failures: list[BaseException] = []
+    together = threading.Barrier(2, timeout=30)
+
+    def run(write: Callable[[str], object]) -> None:
+        try:
+            for event_id in events:
+                together.wait()  # both writers start on the same event at the same moment
+                write(event_id)
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            failures.append(error)
+        finally:
+            connections.close_all()
+
+    def outcome(event_id: str) -> object:
+        return outcome_record_batch(items=[OutcomeIn(actual=1, model="churn", event_id=event_id)], actor=ACTOR)
+
+    threads = [threading.Thread(target=run, args=(record,)), threading.Thread(target=run, args=(outcome,))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not failures
+    assert Prediction.objects.filter(event_id__in=events, actual=1).count() == len(events)
+    assert not PendingOutcome.objects.exists()
+    assert VersionTally.objects.get().outcomes == len(events)
+    assert counters_match_a_rebuild()
+
+
+def test_without_server_side_binding_every_write_is_a_transaction(churn: RegisteredModel, monkeypatch) -> None:
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", {"server_side_binding": False})
+    try:
+        record("warm")
+        with CaptureQueriesContext(connection) as logged:
+            recorded = record("e1")
+        assert recorded.created
+        assert [q["sql"] for q in logged].count("COMMIT") == 1
+    finally:
+        connection.close()
