@@ -15,12 +15,13 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NamedTuple, TypeVar
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from psycopg import Pipeline
-from psycopg.pq import PipelineStatus, TransactionStatus
+from psycopg.pq import ConnStatus, PipelineStatus
 
 from collector.counters import OutcomeChange, counters_record, counters_record_feedback
 from collector.inserts import adapted_column, insert_rows, new_row, send_insert
@@ -587,18 +588,18 @@ def _prediction_record_batch(
 
 
 def _may_pipeline() -> bool:
-    """Whether this write may run as a psycopg pipeline in PostgreSQL's implicit transaction: on PostgreSQL, with
-    values bound on the server (the pipeline's protocol), outside any transaction of the caller's."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    """Whether this write may run as a psycopg pipeline: on PostgreSQL, with values bound on the server (the
+    pipeline's protocol), in autocommit and outside any transaction of the caller's."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
         return False
     return connection.settings_dict["OPTIONS"].get("server_side_binding") is True and Pipeline.is_supported()
 
 
 def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -> list[Recorded] | None:
     """New events of models and versions already known, written in two round trips instead of seven: one psycopg
-    pipeline, which PostgreSQL runs as one implicit transaction, committed by the pipeline's closing sync. The
-    first round trip takes the events' locks, then reads what the events already left and the models; the second
-    sends the insert and the counters and commits.
+    pipeline holding one transaction. The first round trip opens it, takes the events' locks, then reads what the
+    events already left and the models, and keeps the versions from being deleted; the second sends the insert, the
+    counters and the commit.
 
     None, with nothing written, when the write needs more than that: a retry of a stored event, an outcome or
     feedback waiting for an event, an event twice in the batch, a model changed (or a key's scope) since it was
@@ -618,17 +619,24 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
         return None
     version_ids = {prepared.versions[(entry.model_id, items[entry.index].version)].pk for entry in keyed}
     connection.ensure_connection()
+    raw = connection.connection
     try:
-        with connection.wrap_database_errors, connection.connection.pipeline():
+        with connection.wrap_database_errors, raw.pipeline():
+            # An explicit transaction, not the implicit one a pipeline's sync commits: the pipeline sends its sync
+            # on the way out even when an exception leaves it, and only COMMIT may end this write with its rows.
+            raw.execute("BEGIN", prepare=False)
             lock_events("prediction", keys)
             read_known = _send_events_known(keys)
             read_kept = _send_keep_versions(version_ids)
             models = _models_named(sorted(set(names)))  # reading them brings the answers sent before too
             known, kept = read_known(), read_kept()
-            if known.predictions or known.pending_outcome_ids or known.waiting_feedback_ids or kept != version_ids:
-                return None
             rules = {model.pk: (model.task_type, model.redaction_policy()) for model in models}
-            if {model.name: model.pk for model in models} != prepared.model_ids or rules != prepared.rules:
+            same_models = {model.name: model.pk for model in models} == prepared.model_ids and rules == prepared.rules
+            current = same_models and kept == version_ids
+            if not current:
+                _known_versions.forget([*prepared.rules, *rules])
+            if not current or known.predictions or known.pending_outcome_ids or known.waiting_feedback_ids:
+                raw.execute("ROLLBACK", prepare=False)
                 return None
             task_types = {model_id: task_type for model_id, (task_type, _) in rules.items()}
             rows = _new_prediction_rows(
@@ -636,9 +644,10 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
             )
             set_ids = send_insert(rows, adapted=prepared.json_columns)
             _count_new_predictions(rows)
+            raw.execute("COMMIT", prepare=False)
         set_ids()
-    except DatabaseError as error:
-        _close_if_unsettled()
+    except BaseException as error:
+        _settle_failed_pipeline()
         if isinstance(error, IntegrityError | OperationalError) and (
             _is_write_race(error) or _is_missing_reference(error)
         ):
@@ -649,8 +658,8 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
 
 def _send_keep_versions(version_ids: set[int]) -> Callable[[], set[int]]:
     """Lock the versions (and their models) against deletion until the write commits, so that the foreign keys,
-    checked at commit, hold: a failed commit would leave a pipeline unusable. The function returned reads which
-    of them are still stored."""
+    checked at its commit, hold. The function returned reads which of them are still stored: a version deleted
+    since it was read is noticed before anything is sent."""
     quote = connection.ops.quote_name
     version, model = quote(ModelVersion._meta.db_table), quote(RegisteredModel._meta.db_table)
     cursor = connection.cursor()
@@ -669,15 +678,21 @@ def _send_keep_versions(version_ids: set[int]) -> Callable[[], set[int]]:
     return read
 
 
-def _close_if_unsettled() -> None:
-    """Close the connection if a failed pipeline left it unusable: when the commit at the pipeline's end fails (a
-    foreign key, checked at commit, to a row deleted meanwhile), psycopg leaves it in pipeline mode, where it takes
-    no further statement. The next statement opens a new connection."""
+def _settle_failed_pipeline() -> None:
+    """After a pipelined write failed: roll back what its transaction holds (its locks, any row sent), or close the
+    connection when psycopg could not leave pipeline mode (a commit failing at a pipeline's sync leaves it so, taking
+    no further statement). A closed connection is opened again by the next statement."""
     raw = connection.connection
-    if raw is not None and (
-        raw.pgconn.pipeline_status != PipelineStatus.OFF or raw.pgconn.transaction_status != TransactionStatus.IDLE
-    ):
-        connection.close()
+    if raw is None or raw.closed:
+        return
+    if raw.pgconn.pipeline_status == PipelineStatus.OFF and raw.pgconn.status == ConnStatus.OK:
+        try:
+            raw.rollback()
+        except psycopg.Error:
+            pass
+        else:
+            return
+    connection.close()
 
 
 def _new_prediction_rows(

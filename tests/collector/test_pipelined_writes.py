@@ -111,27 +111,69 @@ def test_a_version_deleted_since_it_was_read_is_noticed_before_anything_is_sent(
     assert counters_match_a_rebuild()
 
 
-def test_a_pipeline_whose_commit_failed_is_closed_and_the_next_statement_reconnects(churn: RegisteredModel) -> None:
+@pytest.mark.parametrize("explicit", [True, False], ids=["in-a-transaction", "implicit-transaction"])
+def test_a_pipeline_whose_commit_failed_is_settled_and_the_connection_serves_the_next_write(
+    churn: RegisteredModel, explicit: bool
+) -> None:
     connection.ensure_connection()
+    raw = connection.connection
     missing_version = ModelVersion.objects.get().pk + 1000
-    with (
-        pytest.raises(DatabaseError),
-        connection.wrap_database_errors,
-        connection.connection.pipeline(),
-        connection.cursor() as cursor,
-    ):  # the foreign key is checked at the commit, at the pipeline's end
-        cursor.execute(
+    with pytest.raises(DatabaseError), connection.wrap_database_errors, raw.pipeline():  # noqa: PT012
+        if explicit:
+            raw.execute("BEGIN")
+        raw.execute(  # the foreign key is checked at the commit
             'INSERT INTO "collector_versiontally" ("model_version_id", "predictions", "outcomes", "correct", '
             '"error_sum", "abs_error_sum", "squared_error_sum", "confident", "confidence_sum", '
             '"confident_outcomes", "confident_outcomes_confidence_sum", "confident_outcomes_correct") '
             "VALUES (%s, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)",
             [missing_version],
         )
+        if explicit:
+            raw.execute("COMMIT")
 
-    services._close_if_unsettled()
+    services._settle_failed_pipeline()
 
     assert record("e1").created
     assert not VersionTally.objects.filter(model_version_id=missing_version).exists()
+
+
+def test_an_exception_between_the_insert_and_the_commit_leaves_nothing(
+    churn: RegisteredModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record("warm")
+
+    def counting_fails(rows: object) -> None:
+        raise RuntimeError("the counters could not be computed")
+
+    monkeypatch.setattr(services, "_count_new_predictions", counting_fails)
+    with pytest.raises(RuntimeError):
+        record("e1")  # the insert was sent, the COMMIT never was
+    monkeypatch.undo()
+
+    assert not Prediction.objects.filter(event_id="e1").exists()
+    assert record("e2").created  # the same connection, usable
+    assert VersionTally.objects.get().predictions == 2
+    assert counters_match_a_rebuild()
+
+
+def test_a_model_edited_since_it_was_read_is_written_by_the_transaction_under_its_new_rules(
+    churn: RegisteredModel, monkeypatch: pytest.MonkeyPatch, statements: list
+) -> None:
+    record("warm")
+    prepare = services._prepare_predictions
+
+    def prepare_then_edit(*args: Any, **kwargs: Any) -> Any:
+        prepared = prepare(*args, **kwargs)
+        RegisteredModel.objects.filter(name="churn").update(pii_mask_emails=False)  # an admin saving meanwhile
+        return prepared
+
+    monkeypatch.setattr(services, "_prepare_predictions", prepare_then_edit)
+    statements.clear()
+
+    recorded = record("e1", input="write to ann@example.com")
+
+    assert Prediction.objects.get(pk=recorded.id).input == "write to ann@example.com"
+    assert [sql for sql, in_pipeline in statements if in_pipeline and sql.startswith("INSERT")] == []
 
 
 def test_outcomes_racing_their_pipelined_predictions_all_land(churn: RegisteredModel) -> None:
