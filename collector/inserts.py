@@ -46,24 +46,29 @@ def _defaults(model: type[Model]) -> tuple[dict[str, Any], list[tuple[str, Field
     return constant, called, frozenset(field.attname for field in model._meta.concrete_fields)
 
 
-def new_row(model: type[M], **values: Any) -> M:
-    """What `model(**values)` makes, for attribute names (`registered_model_id`, not `registered_model`), without
-    Model.__init__'s per-field descriptor work, which a batch of a thousand rows feels. Models with init signal
-    receivers get the plain constructor."""
+def row_maker(model: type[M]) -> Callable[..., M]:
+    """A function that makes what `model(**values)` makes, for attribute names (`registered_model_id`, not
+    `registered_model`), without Model.__init__'s per-field descriptor work, which a batch of a thousand rows
+    feels. Models with init signal receivers get the plain constructor; whether there are any is asked once, not
+    for each row (Django's look-up of a signal's receivers reads a weak-reference dictionary)."""
     if pre_init.has_listeners(model) or post_init.has_listeners(model):
-        return model(**values)
+        return model
     constant, called, attnames = _defaults(model)
-    if not values.keys() <= attnames:
-        raise TypeError(f"{model.__name__} has no field {', '.join(values.keys() - attnames)}")
-    row = model.__new__(model)
-    state = row.__dict__
-    state["_state"] = ModelState()
-    state.update(constant)
-    for attname, field in called:
-        if attname not in values:
-            state[attname] = field.get_default()
-    state.update(values)
-    return row
+
+    def make(**values: Any) -> M:
+        if not values.keys() <= attnames:
+            raise TypeError(f"{model.__name__} has no field {', '.join(values.keys() - attnames)}")
+        row = model.__new__(model)
+        state = row.__dict__
+        state["_state"] = ModelState()
+        state.update(constant)
+        for attname, field in called:
+            if attname not in values:
+                state[attname] = field.get_default()
+        state.update(values)
+        return row
+
+    return make
 
 
 def _column_adapter(field: Field) -> Callable[[list], list]:

@@ -24,7 +24,7 @@ from psycopg import Pipeline
 from psycopg.pq import ConnStatus, PipelineStatus
 
 from collector.counters import OutcomeChange, counters_record, counters_record_feedback
-from collector.inserts import adapted_column, insert_rows, new_row, send_insert
+from collector.inserts import adapted_column, insert_rows, row_maker, send_insert
 from collector.labels import LabelError, infer_task_type, judge, label_for, outcome_key
 from collector.models import (
     MODEL_NAME_VALIDATOR,
@@ -706,11 +706,11 @@ def _new_prediction_rows(
 ) -> list[Prediction]:
     """The unsaved rows of the new events, with the outcome sent along or recorded before them judged."""
     now = timezone.now()
+    new_prediction = row_maker(Prediction)
     rows = []
     for entry in new:
         item = items[entry.index]
-        row = new_row(
-            Prediction,
+        row = new_prediction(
             registered_model_id=entry.model_id,
             model_version_id=versions[(entry.model_id, item.version)].pk,
             event_id=entry.event_id,

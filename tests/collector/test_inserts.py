@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from collector.inserts import insert_rows, new_row
+from collector.inserts import insert_rows, row_maker
 from collector.models import ModelVersion, Prediction, RegisteredModel
 
 pytestmark = pytest.mark.django_db
@@ -84,7 +84,7 @@ def test_it_gives_ids_in_order_across_batches() -> None:
         assert [Prediction.objects.get(pk=row.pk).event_id for row in rows] == [row.event_id for row in rows]
 
 
-def test_new_row_makes_what_the_constructor_makes() -> None:
+def test_row_maker_makes_what_the_constructor_makes() -> None:
     values = {
         "registered_model_id": 3,
         "model_version_id": 4,
@@ -96,13 +96,14 @@ def test_new_row_makes_what_the_constructor_makes() -> None:
         "payload_sha256": "0" * 64,
     }
     by_constructor = Prediction(**values)
-    ours = new_row(Prediction, **values)
+    new_row = row_maker(Prediction)
+    ours = new_row(**values)
 
     def state(row: Prediction) -> dict[str, Any]:
         return {name: value for name, value in row.__dict__.items() if name != "_state"}
 
     assert state(ours) == state(by_constructor)
     assert (ours._state.adding, ours._state.db) == (True, None)
-    assert ours.attributes == {} and ours.attributes is not new_row(Prediction, **values).attributes
+    assert ours.attributes == {} and ours.attributes is not new_row(**values).attributes
     with pytest.raises(TypeError):
-        new_row(Prediction, no_such_field=1)
+        new_row(no_such_field=1)
