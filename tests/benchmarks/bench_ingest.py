@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_client import SeedFeedbackCollector  # noqa: E402
 from figures import Figure, report  # noqa: E402
+from throwaway_postgres import throwaway_database  # noqa: E402
 
 HOST = "127.0.0.1"
 PATH = "/api/v1/predictions/"
@@ -62,7 +63,6 @@ SEED_SECONDS = 3.0
 CEILING_ROUNDS = 15
 GOAL_SINGLE_RATIO = 1.0
 GOAL_BATCH_SHARE = 0.20
-PG_URL = "postgres://{user}@{host}:{port}/{name}"
 
 
 def progress(message: str) -> None:
@@ -321,28 +321,14 @@ def sqlite_hub_figures(var_dir: Path, directory: Path) -> tuple[HubFigures, "Bas
 
 
 def postgres_hub_figures(var_dir: Path, baselines: "Baselines") -> HubFigures | None:
-    import psycopg
-
-    user = os.environ.get("PGUSER", "postgres")
-    host = os.environ.get("PGHOST", HOST)
-    port = os.environ.get("PGPORT", "5432")
-    name = f"bench_ingest_{os.getpid()}"
-    admin = f"postgres://{user}@{host}:{port}/postgres"
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as error:
-        progress(f"[PostgreSQL] skipped: cannot create a database at {host}:{port} ({error})")
-        return None
-    try:
-        hub = start_hub("PostgreSQL", hub_env(var_dir, PG_URL.format(user=user, host=host, port=port, name=name)))
+    with throwaway_database("bench_ingest", "PostgreSQL") as database_url:
+        if database_url is None:
+            return None
+        hub = start_hub("PostgreSQL", hub_env(var_dir, database_url))
         try:
             return measure_hub(hub, baselines)
         finally:
             hub.stop()
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- baselines ---------------------------------------------------------------------------------------

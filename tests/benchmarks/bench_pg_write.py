@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from figures import Figure, report  # noqa: E402
+from throwaway_postgres import throwaway_database  # noqa: E402
 
 WRITES = 2000
 WARM_UP = 50
@@ -89,21 +90,10 @@ def run_phase(url: str, var_dir: Path) -> dict[str, float]:
 
 
 def main() -> int:
-    import psycopg
-
-    user = os.environ.get("PGUSER", "postgres")
-    host = os.environ.get("PGHOST", "127.0.0.1")
-    port = os.environ.get("PGPORT", "5432")
-    name = f"bench_pg_write_{os.getpid()}"
-    admin = f"postgres://{user}@{host}:{port}/postgres"
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as error:
-        progress(f"[PostgreSQL write] skipped: cannot create a database at {host}:{port} ({error})")
-        return 0
-    url = f"postgres://{user}@{host}:{port}/{name}"
-    try:
+    runs: dict[str, list[dict[str, float]]] = {"project": [], "django": []}
+    with throwaway_database("bench_pg_write", "PostgreSQL write") as url:
+        if url is None:
+            return 0
         with tempfile.TemporaryDirectory(prefix="feedbackhub-bench-pg-write-") as directory:
             var_dir = Path(directory)
             env = {**os.environ, "DATABASE_URL": url, "FEEDBACKHUB_VAR_DIR": str(var_dir)}
@@ -111,14 +101,10 @@ def main() -> int:
             subprocess.run(  # noqa: S603 - fixed argv
                 [sys.executable, "manage.py", "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True
             )
-            runs: dict[str, list[dict[str, float]]] = {"project": [], "django": []}
             for round_number in (1, 2):
                 for kind, kind_url in (("project", url), ("django", url + DJANGO_DEFAULTS)):
                     progress(f"[PostgreSQL write] round {round_number}, {kind} settings: {WRITES:,} writes")
                     runs[kind].append(run_phase(kind_url, var_dir))
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     project = min(runs["project"], key=lambda r: r["wall_ms"])
     django = min(runs["django"], key=lambda r: r["wall_ms"])
 
