@@ -118,12 +118,13 @@ def test_postgresql_connections_use_the_project_backend_with_tcp_keepalives_and_
     from feedbackhub.settings import _database_from_url
 
     config = _database_from_url("postgres://hub@db:5432/hub?keepalives_idle=60")
-    pooled = _database_from_url("postgres://hub@db:5432/hub?server_side_binding=false")
+    pooled = _database_from_url("postgres://hub@db:5432/hub?server_side_binding=false&currentSchema=hub")
 
     assert config["ENGINE"] == "feedbackhub.postgresql"
     assert config["CONN_HEALTH_CHECKS"] is True
     assert config["OPTIONS"] == {
         "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 3,
-        "server_side_binding": True, "prepare_threshold": 5,
+        "server_side_binding": True, "prepare_threshold": 5, "options": "-c plan_cache_mode=force_custom_plan",
     }  # fmt: skip
     assert pooled["OPTIONS"]["server_side_binding"] is False
+    assert pooled["OPTIONS"]["options"] == "-c plan_cache_mode=force_custom_plan -c search_path=hub"
