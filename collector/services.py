@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import math
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,10 @@ class Actor:
 
     label: str
     allowed_model_ids: frozenset[int] | None = None
+    # An all-models API key this process authenticated lately (`api_key_authenticate_for_write`), taken from memory
+    # rather than read again: a write confirms in its own transaction that the key is still active and unscoped, and
+    # raises ApiKeyNotConfirmed, having written nothing, when it is not.
+    unconfirmed_key_id: int | None = None
 
     @property
     def may_register_models(self) -> bool:
@@ -63,6 +68,11 @@ class Actor:
 
     def may_write(self, registered_model_id: int) -> bool:
         return self.allowed_model_ids is None or registered_model_id in self.allowed_model_ids
+
+
+class ApiKeyNotConfirmed(Exception):  # noqa: N818 - a signal to authenticate again, not a failure of the write
+    """The write's key, taken from memory, is revoked, deleted or scoped since: nothing was written. The request is
+    to be authenticated again from the database."""
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs several times more, per item of a batch
@@ -541,6 +551,8 @@ def _prediction_record_batch(
     path: Callable[[int, str], str],
     prepared: _Prepared | None,
 ) -> list[Recorded]:
+    if actor.unconfirmed_key_id is not None and not _key_confirmed(actor.unconfirmed_key_id)():
+        raise ApiKeyNotConfirmed
     names = [_default_model_name(item.model) for item in items]
     models = _resolve_models(
         names,
@@ -628,6 +640,7 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
             lock_events("prediction", keys)
             read_known = _send_events_known(keys)
             read_kept = _send_keep_versions(version_ids)
+            read_key = _key_confirmed(actor.unconfirmed_key_id) if actor.unconfirmed_key_id is not None else None
             models = _models_named(sorted(set(names)))  # reading them brings the answers sent before too
             known, kept = read_known(), read_kept()
             rules = {model.pk: (model.task_type, model.redaction_policy()) for model in models}
@@ -635,6 +648,8 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
             current = same_models and kept == version_ids
             if not current:
                 _known_versions.forget([*prepared.rules, *rules])
+            # An unconfirmed key is raised by the transaction that the write is then left to.
+            current = current and (read_key is None or read_key())
             if not current or known.predictions or known.pending_outcome_ids or known.waiting_feedback_ids:
                 raw.execute("ROLLBACK", prepare=False)
                 return None
@@ -674,6 +689,25 @@ def _send_keep_versions(version_ids: set[int]) -> Callable[[], set[int]]:
     def read() -> set[int]:
         with cursor:
             return {pk for (pk,) in cursor.fetchall()}
+
+    return read
+
+
+def _key_confirmed(key_id: int) -> Callable[[], bool]:
+    """Ask whether the key is still active and unscoped (see Actor.unconfirmed_key_id); the function returned reads
+    the answer (in a pipeline, after the round trip that carries it)."""
+    quote = connection.ops.quote_name
+    cursor = connection.cursor()
+    # Identifiers come from model metadata and every value is a parameter.
+    cursor.execute(
+        f"SELECT 1 FROM {quote(ApiKey._meta.db_table)} WHERE {quote('id')} = %s "  # noqa: S608
+        f"AND {quote('revoked_at')} IS NULL AND {quote('all_models')}",
+        [key_id],
+    )
+
+    def read() -> bool:
+        with cursor:
+            return cursor.fetchone() is not None
 
     return read
 
@@ -1267,6 +1301,42 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
         # At most one write a minute per key, so authentication does not turn every read into a write.
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
     return api_key
+
+
+# Keys that authenticated in this process lately, by the SHA-256 of their raw value: the key and until when
+# (time.monotonic) it may be taken from here. A minute, as last_used_at is written at most once a minute.
+_recent_keys: dict[str, tuple[ApiKey, float]] = {}
+_RECENT_KEY_SECONDS = 60.0
+_RECENT_KEYS_LIMIT = 1000
+
+
+def api_key_authenticate_for_write(raw_key: str) -> tuple[ApiKey, bool] | None:
+    """As `api_key_authenticate`, for a write that confirms its key in its own transaction (Actor.unconfirmed_key_id):
+    the key and whether it was read from the database just now. An all-models key that authenticated in this process
+    within the last minute is taken from memory, which saves the write a statement; scoped keys are always read."""
+    digest = api_key_hash(raw_key)
+    remembered = _recent_keys.get(digest)
+    if remembered is not None and remembered[1] > time.monotonic():
+        return remembered[0], False
+    api_key = api_key_authenticate(raw_key)
+    if api_key is None:
+        _recent_keys.pop(digest, None)
+        return None
+    if api_key.all_models:
+        if len(_recent_keys) >= _RECENT_KEYS_LIMIT:
+            _recent_keys.clear()
+        _recent_keys[digest] = (api_key, time.monotonic() + _RECENT_KEY_SECONDS)
+    return api_key, True
+
+
+def api_key_confirmed(key_id: int) -> bool:
+    """Whether a key taken from memory (Actor.unconfirmed_key_id) is still active and unscoped."""
+    return _key_confirmed(key_id)()
+
+
+def api_key_forget(raw_key: str) -> None:
+    """Read the key from the database next time (its write found it revoked or scoped since)."""
+    _recent_keys.pop(api_key_hash(raw_key), None)
 
 
 def _active_key_row(prefix: str, *, used_since: datetime) -> tuple[ApiKey, bool] | None:

@@ -6,6 +6,9 @@ renderer) cost about as much CPU as the write itself, and the middlewares an API
 users, messages, frame options) and the URL resolution about a sixth more. `SinglePredictionMiddleware` takes the
 common shape of that request, a JSON object from a valid API key, and calls the same pieces DRF would: the key check,
 the write-rate count, `prediction_in_fast`, the service, the one error shape, the 503 of an unreachable database.
+The key check reads the key from the database only when the process has not authenticated it within the last minute
+(`services.api_key_authenticate_for_write`); otherwise the write confirms it, and a key revoked or scoped since is
+answered by DRF, which reads it again.
 Everything else (a list, a body that needs the full serializer, a missing or bad key, another media type or Accept,
 a query string such as DRF's `?format=`) goes on down the middlewares to the DRF view, which answers it as before.
 
@@ -24,7 +27,6 @@ from rest_framework.exceptions import Throttled
 
 from collector import selectors, services
 from collector.group_commit import prediction_record_grouped
-from collector.models import ApiKey
 from feedbackhub.api_errors import api_error_response, api_json_response
 from feedbackhub.errors import DomainError
 from feedbackhub.middleware import database_unavailable_answer
@@ -49,8 +51,8 @@ class SinglePredictionMiddleware:
         route = _predictions_route(request.path_info) if request.method == "POST" else None
         if route is not None:
             try:
-                api_key = _plain_request_key(request)
-                answer = None if api_key is None else _record_single_prediction(request, api_key)
+                raw_key = _plain_request_key(request)
+                answer = None if raw_key is None else _record_single_prediction(request, raw_key)
             except Exception as error:
                 answer = database_unavailable_answer(request, error)
                 if answer is None:
@@ -83,8 +85,8 @@ def _count_as_view(request: HttpRequest, route: ResolverMatch) -> None:
     ).inc()
 
 
-def _plain_request_key(request: HttpRequest) -> ApiKey | None:
-    """The valid API key of a request this path serves; None sends the request to DRF."""
+def _plain_request_key(request: HttpRequest) -> str | None:
+    """The raw API key of a request this path serves; None sends the request to DRF."""
     meta = request.META
     declared = meta.get("CONTENT_LENGTH", "")
     if (
@@ -98,10 +100,14 @@ def _plain_request_key(request: HttpRequest) -> ApiKey | None:
     parts = get_authorization_header(request).split()  # as DRF's authentication reads it: bytes, ASCII whitespace
     if len(parts) != 2 or parts[0].lower() != b"bearer" or not parts[1].isascii():
         return None
-    return services.api_key_authenticate(parts[1].decode("ascii"))
+    return parts[1].decode("ascii")
 
 
-def _record_single_prediction(request: HttpRequest, api_key: ApiKey) -> HttpResponse | None:
+def _record_single_prediction(request: HttpRequest, raw_key: str) -> HttpResponse | None:
+    found = services.api_key_authenticate_for_write(raw_key)
+    if found is None:
+        return None
+    api_key, read_now = found
     raw = request.body
     data = fast_loads(raw)
     if data is SLOW or type(data) is not dict or not storable_as_read(raw):
@@ -109,11 +115,17 @@ def _record_single_prediction(request: HttpRequest, api_key: ApiKey) -> HttpResp
     item = prediction_in_fast(data)
     if item is None:
         return None
+    actor = selectors.actor_for_api_key(api_key, read_now=read_now)
     try:
         count_write(api_key)
-        recorded = prediction_record_grouped(
-            item=services.PredictionIn(**item), actor=selectors.actor_for_api_key(api_key), parsed_storable=True
-        )
+        recorded = prediction_record_grouped(item=services.PredictionIn(**item), actor=actor, parsed_storable=True)
+    except services.ApiKeyNotConfirmed:
+        services.api_key_forget(raw_key)
+        return None  # DRF reads the key from the database, and answers
     except (DomainError, Throttled) as error:
+        # A key taken from memory is confirmed by a write only: a key revoked meanwhile gets DRF's 401 instead.
+        if actor.unconfirmed_key_id is not None and not services.api_key_confirmed(actor.unconfirmed_key_id):
+            services.api_key_forget(raw_key)
+            return None
         return api_error_response(error)
     return api_json_response(recorded_body(recorded), status=201 if recorded.created else 200)

@@ -4,6 +4,7 @@ transaction of its own, with nothing of the pipelined attempt left behind."""
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from io import StringIO
 from typing import Any
 
@@ -11,10 +12,19 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, connections
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from psycopg.pq import PipelineStatus
 
 from collector import services
-from collector.models import ModelVersion, OutcomeRevision, PendingOutcome, Prediction, RegisteredModel, VersionTally
+from collector.models import (
+    ApiKey,
+    ModelVersion,
+    OutcomeRevision,
+    PendingOutcome,
+    Prediction,
+    RegisteredModel,
+    VersionTally,
+)
 from collector.services import Actor, OutcomeIn, PredictionIn, outcome_record_batch, prediction_record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,6 +89,27 @@ def test_a_new_event_goes_in_one_pipeline_without_begin_or_commit(churn: Registe
     assert not [q["sql"] for q in logged if q["sql"] in ("BEGIN", "COMMIT")]
     assert VersionTally.objects.get().predictions == 2
     assert counters_match_a_rebuild()
+
+
+def test_a_key_taken_from_memory_is_confirmed_in_the_pipeline_or_nothing_is_written(
+    churn: RegisteredModel, statements: list
+) -> None:
+    api_key, _ = services.api_key_create(name="svc")
+    remembered = Actor(label="key:svc", unconfirmed_key_id=api_key.pk)
+    record("warm")
+    statements.clear()
+
+    item = PredictionIn(model="churn", version="v1", input={}, prediction=1, event_id="e1")
+    prediction_record(item=item, actor=remembered)
+    written = list(statements)
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+    with pytest.raises(services.ApiKeyNotConfirmed):
+        prediction_record(item=replace(item, event_id="e2"), actor=remembered)
+
+    assert [in_pipeline for sql, in_pipeline in written if '"all_models"' in sql] == [True]
+    assert len(written) == 7 and all(in_pipeline for _, in_pipeline in written)
+    assert sorted(Prediction.objects.values_list("event_id", flat=True)) == ["e1", "warm"]
+    assert VersionTally.objects.get().predictions == 2
 
 
 def test_a_retry_and_a_waiting_outcome_are_written_by_a_transaction(churn: RegisteredModel) -> None:
