@@ -9,8 +9,9 @@ cannot be reached. For each: `manage.py migrate`, an API key from `manage.py cre
 
 The load generator is one process on the same 2 cores, so it is kept lean: one thread over raw non-blocking sockets
 (an asyncio stream cost several times more CPU per request), every request's bytes built before timing; it keeps
-connections open where the server allows (reconnecting where it closes them), reads responses by Content-Length, and
-checks only the status line. Each phase has a warm-up, then runs for a fixed time.
+connections open where the server allows, from a phase's warm-up into the phase itself as a client's pool would
+(reconnecting where the server closes them), reads responses by Content-Length, and checks only the status line.
+Each phase has a warm-up, then runs for a fixed time.
 
 1. Single events: `POST /api/v1/predictions/` with one JSON object per request, a distinct event_id each, over
    SINGLE_CONNECTIONS connections at once: requests/s and p50/p99 latency. Baseline: the seed-000 logger, in
@@ -110,13 +111,16 @@ class LoadResult:
 
 
 class _Exchange:
-    """One connection's request in flight: the bytes still to send, the answer read so far, when it was sent."""
+    """One connection's request in flight: the bytes still to send, the answer read so far, when it was sent, and
+    whether the connection was kept from an earlier phase (the server may have closed it as idle meanwhile)."""
 
-    def __init__(self, payload: bytes, sock: socket.socket) -> None:
+    def __init__(self, payload: bytes, sock: socket.socket, *, kept: bool = False) -> None:
         self.sock = sock
+        self.payload = payload
         self.unsent = memoryview(payload)
         self.answer = bytearray()
         self.started = time.perf_counter()
+        self.kept = kept
 
     def answered(self) -> tuple[int, bool] | None:
         """(status, whether the server closes the connection) once the whole answer is in, else None."""
@@ -142,28 +146,59 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
-def _drive(port: int, payloads: list[bytes], connections: int, seconds: float | None) -> LoadResult:
-    """Send `payloads` over `connections` connections at once, each sending its next request when the answer to the
-    last is in; until they run out or `seconds` pass. One thread and raw non-blocking sockets: it shares the cores
-    with the hub, and an asyncio stream costs several times more CPU per request."""
+class Connections:
+    """A phase's connections, kept open into the next phase as a client's connection pool keeps them. A phase that
+    opened connections of its own just after the last one closed its own could find both workers still counting the
+    closed ones, and put all its connections on one worker (half the batch rate, on some runs only)."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.count = count
+        self.kept: list[socket.socket] = []
+
+    def take(self) -> list[tuple[socket.socket, bool]]:
+        """`count` connections, and whether each is kept from an earlier phase."""
+        kept, self.kept = self.kept, []
+        return [(sock, True) for sock in kept] + [(_connect(self.port), False) for _ in range(self.count - len(kept))]
+
+    def close(self) -> None:
+        for sock in self.kept:
+            sock.close()
+        self.kept = []
+
+
+def _drive(port: int, payloads: list[bytes], connections: Connections, seconds: float | None) -> LoadResult:
+    """Send `payloads` over the connections at once, each sending its next request when the answer to the last is in;
+    until they run out or `seconds` pass. One thread and raw non-blocking sockets: it shares the cores with the hub,
+    and an asyncio stream costs several times more CPU per request."""
     queue = iter(payloads)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     selector = selectors.DefaultSelector()
     deadline = None if seconds is None else time.perf_counter() + seconds
 
-    def send_next(sock: socket.socket | None) -> None:
+    def send_next(sock: socket.socket | None, *, kept: bool = False) -> None:
         payload = None if deadline is not None and time.perf_counter() >= deadline else next(queue, None)
         if payload is None:
             if sock is not None:
-                sock.close()
+                connections.kept.append(sock)
             return
         sock = sock or _connect(port)
-        selector.register(sock, selectors.EVENT_WRITE, _Exchange(payload, sock))
+        selector.register(sock, selectors.EVENT_WRITE, _Exchange(payload, sock, kept=kept))
+
+    def closed_before_answering(exchange: _Exchange) -> None:
+        selector.unregister(exchange.sock)
+        exchange.sock.close()
+        if not exchange.kept or exchange.answer:
+            raise SystemExit("the hub closed a connection before answering; see the gunicorn output above")
+        # A kept connection that the server closed as idle (gunicorn's keepalive) as this request went out: the request
+        # goes again on a new connection, as a client's pool does (the event_id makes it safe to repeat anyway).
+        fresh = _connect(port)
+        selector.register(fresh, selectors.EVENT_WRITE, _Exchange(exchange.payload, fresh))
 
     started = time.perf_counter()
-    for _ in range(connections):
-        send_next(None)
+    for sock, kept in connections.take():
+        send_next(sock, kept=kept)
     while selector.get_map():
         for key, events in selector.select():
             exchange: _Exchange = key.data
@@ -172,13 +207,20 @@ def _drive(port: int, payloads: list[bytes], connections: int, seconds: float | 
                     sent = exchange.sock.send(exchange.unsent)
                 except BlockingIOError:
                     continue
+                except (BrokenPipeError, ConnectionResetError):
+                    closed_before_answering(exchange)
+                    continue
                 exchange.unsent = exchange.unsent[sent:]
                 if not exchange.unsent:
                     selector.modify(exchange.sock, selectors.EVENT_READ, exchange)
                 continue
-            chunk = exchange.sock.recv(65536)
+            try:
+                chunk = exchange.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
             if not chunk:
-                raise SystemExit("the hub closed a connection before answering; see the gunicorn output above")
+                closed_before_answering(exchange)
+                continue
             exchange.answer += chunk
             done = exchange.answered()
             if done is None:
@@ -194,7 +236,7 @@ def _drive(port: int, payloads: list[bytes], connections: int, seconds: float | 
     return LoadResult(len(latencies), time.perf_counter() - started, latencies, statuses)
 
 
-def drive(port: int, payloads: list[bytes], connections: int, seconds: float | None = None) -> LoadResult:
+def drive(port: int, payloads: list[bytes], connections: Connections, seconds: float | None = None) -> LoadResult:
     result = _drive(port, payloads, connections, seconds)
     bad = {status: n for status, n in result.statuses.items() if status not in (200, 201)}
     if bad:
@@ -291,9 +333,11 @@ def measure_hub(hub: Hub, baselines: "Baselines") -> HubFigures:
         request_bytes(json.dumps(event(n, run)).encode(), hub.key) for n in range(int(SINGLE_SECONDS * 4000) + 4000)
     ]
     progress(f"[{hub.name}] single events: {SINGLE_WARM_UP_SECONDS:.0f} s warm-up, then {SINGLE_SECONDS:.0f} s")
-    warm = drive(hub.port, singles, SINGLE_CONNECTIONS, SINGLE_WARM_UP_SECONDS)
+    connections = Connections(hub.port, SINGLE_CONNECTIONS)
+    warm = drive(hub.port, singles, connections, SINGLE_WARM_UP_SECONDS)
     seed_before = baselines.seed_calls_per_second()
-    single = drive(hub.port, singles[warm.requests :], SINGLE_CONNECTIONS, SINGLE_SECONDS)
+    single = drive(hub.port, singles[warm.requests :], connections, SINGLE_SECONDS)
+    connections.close()
     seed_after = baselines.seed_calls_per_second()
     first = len(singles)
     batches = [
@@ -301,9 +345,11 @@ def measure_hub(hub: Hub, baselines: "Baselines") -> HubFigures:
         for b in range(BATCH_WARM_UP + BATCH_REQUESTS)
     ]
     progress(f"[{hub.name}] batches of {BATCH_SIZE}: {BATCH_WARM_UP} warm-up, then {BATCH_REQUESTS}")
-    drive(hub.port, batches[:BATCH_WARM_UP], BATCH_CONNECTIONS)
+    connections = Connections(hub.port, BATCH_CONNECTIONS)
+    drive(hub.port, batches[:BATCH_WARM_UP], connections)
     ceiling_before = baselines.executemany_events_per_second()
-    batch = drive(hub.port, batches[BATCH_WARM_UP:], BATCH_CONNECTIONS)
+    batch = drive(hub.port, batches[BATCH_WARM_UP:], connections)
+    connections.close()
     ceiling_after = baselines.executemany_events_per_second()
     return HubFigures(single, batch, (seed_before + seed_after) / 2, (ceiling_before + ceiling_after) / 2)
 
