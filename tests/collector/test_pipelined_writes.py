@@ -25,7 +25,14 @@ from collector.models import (
     RegisteredModel,
     VersionTally,
 )
-from collector.services import Actor, OutcomeIn, PredictionIn, outcome_record_batch, prediction_record
+from collector.services import (
+    Actor,
+    OutcomeIn,
+    PredictionIn,
+    outcome_record_batch,
+    prediction_record,
+    prediction_record_batch,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ACTOR = Actor(label="test")
@@ -110,6 +117,35 @@ def test_a_key_taken_from_memory_is_confirmed_in_the_pipeline_or_nothing_is_writ
     assert len(written) == 7 and all(in_pipeline for _, in_pipeline in written)
     assert sorted(Prediction.objects.values_list("event_id", flat=True)) == ["e1", "warm"]
     assert VersionTally.objects.get().predictions == 2
+
+
+def lock_statement_plans() -> tuple[int, int]:
+    """How often the events' lock statement (the same text for any number of events) ran on a plan made once, and on
+    one made for its values, as prepared on this connection."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%%pg_advisory_xact_lock%%'"
+        )
+        return cursor.fetchone()
+
+
+def test_single_events_reuse_their_plans_and_batches_are_planned_for_their_values(churn: RegisteredModel) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # as autovacuum would have: plans made from statistics, as on a live database
+    for n in range(30):
+        record(f"single-{n}")
+    singles = lock_statement_plans()
+    for n in range(10):
+        items = [
+            PredictionIn(model="churn", version="v1", input={}, prediction=1, event_id=f"b{n}-{i}") for i in range(20)
+        ]
+        prediction_record_batch(items=items, actor=ACTOR)
+    generic, custom = lock_statement_plans()
+
+    # Prepared from its 5th use, then planned for its values 5 times before PostgreSQL may keep one plan.
+    assert singles[0] > 15
+    assert (generic - singles[0], custom - singles[1]) == (0, 10)
 
 
 def test_a_retry_and_a_waiting_outcome_are_written_by_a_transaction(churn: RegisteredModel) -> None:
