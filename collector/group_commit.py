@@ -73,6 +73,10 @@ def _write_together(same: list[_Waiting], actor: Actor, parsed_storable: bool) -
         recorded = services.prediction_record_batch(
             items=[waiting.item for waiting in same], actor=actor, parsed_storable=parsed_storable
         )
+    except services.ApiKeyNotConfirmed as error:  # the key of every request of the batch: none is written alone
+        for waiting in same:
+            waiting.outcome = error
+        return True
     except Exception:  # noqa: BLE001 - written again one by one, where each request meets its own error
         return False
     for waiting, result in zip(same, recorded, strict=True):

@@ -48,7 +48,8 @@ def actor_for_api_key(api_key: ApiKey, *, read_now: bool = True) -> Actor:
     """The writer an API key stands for; `read_now` False: an all-models key taken from this process's memory, which
     its write confirms (`services.api_key_authenticate_for_write`)."""
     if api_key.all_models:
-        return Actor(label=f"key:{api_key.name}", unconfirmed_key_id=None if read_now else api_key.pk)
+        remembered = None if read_now else (api_key.pk, api_key.key_sha256)
+        return Actor(label=f"key:{api_key.name}", unconfirmed_key=remembered)
     allowed = frozenset(api_key.allowed_models.values_list("pk", flat=True))
     return Actor(label=f"key:{api_key.name}", allowed_model_ids=allowed)
 

@@ -57,10 +57,11 @@ class Actor:
 
     label: str
     allowed_model_ids: frozenset[int] | None = None
-    # An all-models API key this process authenticated lately (`api_key_authenticate_for_write`), taken from memory
-    # rather than read again: a write confirms in its own transaction that the key is still active and unscoped, and
-    # raises ApiKeyNotConfirmed, having written nothing, when it is not.
-    unconfirmed_key_id: int | None = None
+    # (id, SHA-256) of an all-models API key taken from this process's memory (`api_key_authenticate_for_write`): the
+    # write confirms inside its transaction, before anything else, that the key is still stored, active and for every
+    # model, and raises ApiKeyNotConfirmed, having written nothing, when it is not. (A revocation committed after that
+    # check and before the write's commit does not stop the write, as with a key read before the transaction.)
+    unconfirmed_key: tuple[int, str] | None = None
 
     @property
     def may_register_models(self) -> bool:
@@ -551,7 +552,7 @@ def _prediction_record_batch(
     path: Callable[[int, str], str],
     prepared: _Prepared | None,
 ) -> list[Recorded]:
-    if actor.unconfirmed_key_id is not None and not _key_confirmed(actor.unconfirmed_key_id)():
+    if actor.unconfirmed_key is not None and not _key_confirmed(actor.unconfirmed_key)():
         raise ApiKeyNotConfirmed
     names = [_default_model_name(item.model) for item in items]
     models = _resolve_models(
@@ -611,6 +612,7 @@ def _may_pipeline() -> bool:
 # reuse one plan for each of its statements, all look-ups by unique keys, instead of the connection's force_custom_plan
 # (feedbackhub/settings.py), which plans them again on every execution: 0.66-0.76 against 1.11-1.39 ms of server CPU
 # a single write on a table with statistics. Batches keep custom plans, which a plan made once for all values slowed.
+# A plan_cache_mode chosen in DATABASE_URL's options applies to these writes too.
 _GENERIC_PLANS_UP_TO = 16
 
 
@@ -622,8 +624,8 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
 
     None, with nothing written, when the write needs more than that: a retry of a stored event, an outcome or
     feedback waiting for an event, an event twice in the batch, a model changed (or a key's scope) since it was
-    read, or a write race; `prediction_record_batch` then writes it in a transaction of its own, where each of
-    those is handled."""
+    read, a key taken from memory and revoked since, or a write race; `prediction_record_batch` then writes it in a
+    transaction of its own, where each of those is handled."""
     items = prepared.items
     names = [_default_model_name(item.model) for item in items]
     model_ids = [prepared.model_ids[name] for name in names]
@@ -644,12 +646,12 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
             # An explicit transaction, not the implicit one a pipeline's sync commits: the pipeline sends its sync
             # on the way out even when an exception leaves it, and only COMMIT may end this write with its rows.
             raw.execute("BEGIN", prepare=False)
-            if len(items) <= _GENERIC_PLANS_UP_TO:
+            if len(items) <= _GENERIC_PLANS_UP_TO and not connection.settings_dict.get("PLAN_CACHE_MODE_IN_URL"):
                 raw.execute("SET LOCAL plan_cache_mode = auto", prepare=False)
             lock_events("prediction", keys)
             read_known = _send_events_known(keys)
             read_kept = _send_keep_versions(version_ids)
-            read_key = _key_confirmed(actor.unconfirmed_key_id) if actor.unconfirmed_key_id is not None else None
+            read_key = _key_confirmed(actor.unconfirmed_key) if actor.unconfirmed_key is not None else None
             models = _models_named(sorted(set(names)))  # reading them brings the answers sent before too
             known, kept = read_known(), read_kept()
             rules = {model.pk: (model.task_type, model.redaction_policy()) for model in models}
@@ -657,8 +659,8 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
             current = same_models and kept == version_ids
             if not current:
                 _known_versions.forget([*prepared.rules, *rules])
-            # An unconfirmed key is raised by the transaction that the write is then left to.
-            current = current and (read_key is None or read_key())
+            # A key revoked or scoped since it was remembered: the transaction checks it again, and raises.
+            current = (read_key is None or read_key()) and current
             if not current or known.predictions or known.pending_outcome_ids or known.waiting_feedback_ids:
                 raw.execute("ROLLBACK", prepare=False)
                 return None
@@ -702,16 +704,17 @@ def _send_keep_versions(version_ids: set[int]) -> Callable[[], set[int]]:
     return read
 
 
-def _key_confirmed(key_id: int) -> Callable[[], bool]:
-    """Ask whether the key is still active and unscoped (see Actor.unconfirmed_key_id); the function returned reads
-    the answer (in a pipeline, after the round trip that carries it)."""
+def _key_confirmed(key: tuple[int, str]) -> Callable[[], bool]:
+    """Ask whether the key (id, SHA-256) is still stored, active and for every model (see Actor.unconfirmed_key); the
+    function returned reads the answer (in a pipeline, after the round trip that carries it). The hash too, not the
+    id alone: ids can be given again to other keys (a restored or emptied table)."""
     quote = connection.ops.quote_name
     cursor = connection.cursor()
     # Identifiers come from model metadata and every value is a parameter.
     cursor.execute(
         f"SELECT 1 FROM {quote(ApiKey._meta.db_table)} WHERE {quote('id')} = %s "  # noqa: S608
-        f"AND {quote('revoked_at')} IS NULL AND {quote('all_models')}",
-        [key_id],
+        f"AND {quote('key_sha256')} = %s AND {quote('revoked_at')} IS NULL AND {quote('all_models')}",
+        list(key),
     )
 
     def read() -> bool:
@@ -1313,14 +1316,15 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
 
 
 # Keys that authenticated in this process lately, by the SHA-256 of their raw value: the key and until when
-# (time.monotonic) it may be taken from here. A minute, as last_used_at is written at most once a minute.
+# (time.monotonic) it may be taken from here. A minute, after which the key is read again (and its last_used_at,
+# written at most once a minute, brought up to date).
 _recent_keys: dict[str, tuple[ApiKey, float]] = {}
 _RECENT_KEY_SECONDS = 60.0
 _RECENT_KEYS_LIMIT = 1000
 
 
 def api_key_authenticate_for_write(raw_key: str) -> tuple[ApiKey, bool] | None:
-    """As `api_key_authenticate`, for a write that confirms its key in its own transaction (Actor.unconfirmed_key_id):
+    """As `api_key_authenticate`, for a write that confirms its key in its own transaction (Actor.unconfirmed_key):
     the key and whether it was read from the database just now. An all-models key that authenticated in this process
     within the last minute is taken from memory, which saves the write a statement; scoped keys are always read."""
     digest = api_key_hash(raw_key)
@@ -1338,9 +1342,9 @@ def api_key_authenticate_for_write(raw_key: str) -> tuple[ApiKey, bool] | None:
     return api_key, True
 
 
-def api_key_confirmed(key_id: int) -> bool:
-    """Whether a key taken from memory (Actor.unconfirmed_key_id) is still active and unscoped."""
-    return _key_confirmed(key_id)()
+def api_key_confirmed(key: tuple[int, str]) -> bool:
+    """Whether a key taken from memory (Actor.unconfirmed_key) is still active and for every model."""
+    return _key_confirmed(key)()
 
 
 def api_key_forget(raw_key: str) -> None:

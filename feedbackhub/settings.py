@@ -115,9 +115,12 @@ def _database_from_url(url: str) -> dict:
         # once a connection (prepared after 5 uses), and a write can be a pipeline (collector.services). Behind a pooler
         # that cannot keep prepared statements, `?server_side_binding=false` gives Django's defaults. Each execution is
         # still planned for its own values (plan_cache_mode): a plan made once for all values cut PostgreSQL's batches
-        # of 1,000 events to a third. A plan_cache_mode in the URL's `options` comes later, and wins.
+        # of 1,000 events to a third; the small pipelined writes of single predictions ask for one plan a statement
+        # (collector.services._GENERIC_PLANS_UP_TO). A plan_cache_mode in the URL's `options` comes later, and wins
+        # everywhere.
         prepared = {"server_side_binding": True, "prepare_threshold": 5}
         url_options = config.get("OPTIONS", {})
+        config["PLAN_CACHE_MODE_IN_URL"] = "plan_cache_mode" in url_options.get("options", "")
         config["OPTIONS"] = {**keepalives, **prepared, **url_options}
         server_settings = ["-c plan_cache_mode=force_custom_plan", url_options.get("options", "")]
         config["OPTIONS"]["options"] = " ".join(setting for setting in server_settings if setting)

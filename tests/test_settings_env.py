@@ -128,3 +128,7 @@ def test_postgresql_connections_use_the_project_backend_with_tcp_keepalives_and_
     }  # fmt: skip
     assert pooled["OPTIONS"]["server_side_binding"] is False
     assert pooled["OPTIONS"]["options"] == "-c plan_cache_mode=force_custom_plan -c search_path=hub"
+    assert not config["PLAN_CACHE_MODE_IN_URL"] and not pooled["PLAN_CACHE_MODE_IN_URL"]
+    chosen = _database_from_url("postgres://hub@db:5432/hub?options=-c%20plan_cache_mode%3Dforce_generic_plan")
+    assert chosen["OPTIONS"]["options"] == "-c plan_cache_mode=force_custom_plan -c plan_cache_mode=force_generic_plan"
+    assert chosen["PLAN_CACHE_MODE_IN_URL"]

@@ -124,7 +124,7 @@ def _record_single_prediction(request: HttpRequest, raw_key: str) -> HttpRespons
         return None  # DRF reads the key from the database, and answers
     except (DomainError, Throttled) as error:
         # A key taken from memory is confirmed by a write only: a key revoked meanwhile gets DRF's 401 instead.
-        if actor.unconfirmed_key_id is not None and not services.api_key_confirmed(actor.unconfirmed_key_id):
+        if actor.unconfirmed_key is not None and not services.api_key_confirmed(actor.unconfirmed_key):
             services.api_key_forget(raw_key)
             return None
         return api_error_response(error)

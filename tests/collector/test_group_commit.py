@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 
+from collector import services
 from collector.group_commit import _PredictionGroups
-from collector.models import Prediction, RegisteredModel, VersionTally
+from collector.models import ApiKey, Prediction, RegisteredModel, VersionTally
 from collector.services import Actor, PredictionIn, Recorded, prediction_record
 from feedbackhub.errors import Conflict, Forbidden
 
@@ -102,3 +104,21 @@ def test_a_prediction_sent_alone_is_written_at_once() -> None:
 
     assert answer.created
     assert Prediction.objects.get().pk == answer.id
+
+
+def test_a_group_whose_remembered_key_was_revoked_is_refused_at_once_with_nothing_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prediction_record(item=item("warm"), actor=ANYONE)
+    api_key, _ = services.api_key_create(name="svc")
+    remembered = Actor(label="key:svc", unconfirmed_key=(api_key.pk, api_key.key_sha256))
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+    checks: list[tuple[int, str]] = []
+    check = services._key_confirmed
+    monkeypatch.setattr(services, "_key_confirmed", lambda key: checks.append(key) or check(key))
+
+    answers = send_together([(item(f"e{n}"), remembered) for n in range(3)])
+
+    assert all(isinstance(answer, services.ApiKeyNotConfirmed) for answer in answers)
+    assert list(Prediction.objects.values_list("event_id", flat=True)) == ["warm"]
+    assert len(checks) <= 2  # the group's write (on PostgreSQL its pipeline, then its transaction), not each request's

@@ -102,7 +102,7 @@ def test_a_key_taken_from_memory_is_confirmed_in_the_pipeline_or_nothing_is_writ
     churn: RegisteredModel, statements: list
 ) -> None:
     api_key, _ = services.api_key_create(name="svc")
-    remembered = Actor(label="key:svc", unconfirmed_key_id=api_key.pk)
+    remembered = Actor(label="key:svc", unconfirmed_key=(api_key.pk, api_key.key_sha256))
     record("warm")
     statements.clear()
 
@@ -146,6 +146,20 @@ def test_single_events_reuse_their_plans_and_batches_are_planned_for_their_value
     # Prepared from its 5th use, then planned for its values 5 times before PostgreSQL may keep one plan.
     assert singles[0] > 15
     assert (generic - singles[0], custom - singles[1]) == (0, 10)
+
+
+def test_a_plan_cache_mode_chosen_in_the_url_applies_to_single_events_too(
+    churn: RegisteredModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(connection.settings_dict, "PLAN_CACHE_MODE_IN_URL", True)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    record("warm")
+    before = lock_statement_plans() or (0, 0)
+    for n in range(30):
+        record(f"single-{n}")
+
+    assert lock_statement_plans()[0] == before[0]
 
 
 def test_a_retry_and_a_waiting_outcome_are_written_by_a_transaction(churn: RegisteredModel) -> None:

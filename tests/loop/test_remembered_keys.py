@@ -43,7 +43,7 @@ def post(client: ApiClient, **fields: Any) -> Any:
 
 
 def key_reads(queries: CaptureQueriesContext) -> int:
-    return sum('"key_sha256"' in query["sql"] for query in queries.captured_queries)
+    return sum('"last_used_at" IS NOT NULL' in query["sql"] for query in queries.captured_queries)
 
 
 def key_confirmations(queries: CaptureQueriesContext) -> int:
@@ -73,6 +73,34 @@ def test_a_key_revoked_since_it_was_remembered_writes_nothing(key: tuple[ApiKey,
 
     assert [new_event.status_code, retry.status_code, bad_input.status_code] == [401, 401, 401]
     assert new_event.json()["error"]["code"] == "authentication_failed"
+    assert list(Prediction.objects.values_list("event_id", flat=True)) == ["e-1"]
+
+
+def test_a_throttled_request_with_a_key_revoked_since_it_was_remembered_gets_401(
+    key: tuple[ApiKey, ApiClient], settings: Any
+) -> None:
+    api_key, client = key
+    assert post(client, event_id="e-1").status_code == 201  # remembered while writes are not limited
+    settings.FEEDBACKHUB_WRITE_RATE = "2/min"
+    assert post(client, event_id="e-2").status_code == 201
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+
+    throttled = post(client, event_id="e-3")
+    with CaptureQueriesContext(connection) as next_request:
+        again = post(client, event_id="e-4")
+
+    assert (throttled.status_code, again.status_code) == (401, 401)
+    assert key_confirmations(next_request) == 0  # forgotten: read from the database
+    assert sorted(Prediction.objects.values_list("event_id", flat=True)) == ["e-1", "e-2"]
+
+
+def test_a_remembered_key_whose_row_now_holds_another_key_writes_nothing(key: tuple[ApiKey, ApiClient]) -> None:
+    api_key, client = key
+    assert post(client, event_id="e-1").status_code == 201
+    # As after a restore or an emptied table: the id is another key's now.
+    ApiKey.objects.filter(pk=api_key.pk).update(key_sha256=services.api_key_hash("another key"))
+
+    assert post(client, event_id="e-2").status_code == 401
     assert list(Prediction.objects.values_list("event_id", flat=True)) == ["e-1"]
 
 
