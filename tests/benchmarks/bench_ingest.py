@@ -170,7 +170,7 @@ class Connections:
         self.kept = []
 
 
-def _drive(port: int, payloads: list[bytes], connections: Connections, seconds: float | None) -> LoadResult:
+def _drive(payloads: list[bytes], connections: Connections, seconds: float | None) -> LoadResult:
     """Send `payloads` over the connections at once, each sending its next request when the answer to the last is in;
     until they run out or `seconds` pass. One thread and raw non-blocking sockets: it shares the cores with the hub,
     and an asyncio stream costs several times more CPU per request."""
@@ -186,7 +186,7 @@ def _drive(port: int, payloads: list[bytes], connections: Connections, seconds: 
             if sock is not None:
                 connections.kept.append(sock)
             return
-        sock = sock or _connect(port)
+        sock = sock or _connect(connections.port)
         selector.register(sock, selectors.EVENT_WRITE, _Exchange(payload, sock, kept=kept))
 
     def closed_before_answering(exchange: _Exchange) -> None:
@@ -196,7 +196,7 @@ def _drive(port: int, payloads: list[bytes], connections: Connections, seconds: 
             raise SystemExit("the hub closed a connection before answering; see the gunicorn output above")
         # A kept connection that the server closed as idle (gunicorn's keepalive) as this request went out: the request
         # goes again on a new connection, as a client's pool does (the event_id makes it safe to repeat anyway).
-        fresh = _connect(port)
+        fresh = _connect(connections.port)
         selector.register(fresh, selectors.EVENT_WRITE, _Exchange(exchange.payload, fresh))
 
     started = time.perf_counter()
@@ -239,8 +239,8 @@ def _drive(port: int, payloads: list[bytes], connections: Connections, seconds: 
     return LoadResult(len(latencies), time.perf_counter() - started, latencies, statuses)
 
 
-def drive(port: int, payloads: list[bytes], connections: Connections, seconds: float | None = None) -> LoadResult:
-    result = _drive(port, payloads, connections, seconds)
+def drive(payloads: list[bytes], connections: Connections, seconds: float | None = None) -> LoadResult:
+    result = _drive(payloads, connections, seconds)
     bad = {status: n for status, n in result.statuses.items() if status not in (200, 201)}
     if bad:
         raise SystemExit(f"the hub answered {bad} (status: count); see the gunicorn output above")
@@ -337,10 +337,10 @@ def measure_hub(hub: Hub, baselines: "Baselines") -> HubFigures:
     ]
     progress(f"[{hub.name}] single events: {SINGLE_WARM_UP_SECONDS:.0f} s warm-up, then {SINGLE_SECONDS:.0f} s")
     connections = Connections(hub.port, SINGLE_CONNECTIONS)
-    warm = drive(hub.port, singles, connections, SINGLE_WARM_UP_SECONDS)
+    warm = drive(singles, connections, SINGLE_WARM_UP_SECONDS)
     analyze_as_autovacuum_would(hub)
     seed_before = baselines.seed_calls_per_second()
-    single = drive(hub.port, singles[warm.requests :], connections, SINGLE_SECONDS)
+    single = drive(singles[warm.requests :], connections, SINGLE_SECONDS)
     connections.close()
     seed_after = baselines.seed_calls_per_second()
     first = len(singles)
@@ -350,9 +350,9 @@ def measure_hub(hub: Hub, baselines: "Baselines") -> HubFigures:
     ]
     progress(f"[{hub.name}] batches of {BATCH_SIZE}: {BATCH_WARM_UP} warm-up, then {BATCH_REQUESTS}")
     connections = Connections(hub.port, BATCH_CONNECTIONS)
-    drive(hub.port, batches[:BATCH_WARM_UP], connections)
+    drive(batches[:BATCH_WARM_UP], connections)
     ceiling_before = baselines.executemany_events_per_second()
-    batch = drive(hub.port, batches[BATCH_WARM_UP:], connections)
+    batch = drive(batches[BATCH_WARM_UP:], connections)
     connections.close()
     ceiling_after = baselines.executemany_events_per_second()
     return HubFigures(single, batch, (seed_before + seed_after) / 2, (ceiling_before + ceiling_after) / 2)
