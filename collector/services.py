@@ -20,6 +20,7 @@ import psycopg
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 from psycopg import Pipeline
 from psycopg.pq import ConnStatus, PipelineStatus
@@ -427,6 +428,7 @@ class _Prepared:
     deleted meanwhile fails the insert, which is then done again with everything read inside."""
 
     rules: dict[int, tuple[str, RedactionPolicy]]
+    models: dict[str, RegisteredModel]  # as read, by name
     model_ids: dict[str, int]
     versions: dict[tuple[int, str], ModelVersion]
     items: list[PredictionIn]
@@ -507,6 +509,7 @@ def _prepare_predictions(items: Sequence[PredictionIn], path: Callable[[int, str
         return None
     return _Prepared(
         rules={model.pk: (model.task_type, policies[model.pk]) for model in models.values()},
+        models=models,
         model_ids={name: model.pk for name, model in models.items()},
         versions=versions,
         items=masked,
@@ -616,11 +619,20 @@ def _may_pipeline() -> bool:
 _GENERIC_PLANS_UP_TO = 16
 
 
+# The SQLSTATEs a pipelined write's checks raise on the server (feedbackhub_expect, migration 0012).
+_MODELS_CHANGED = "FH001"  # a model's rules, or a version, changed since the write was prepared
+_EVENT_NOT_NEW = "FH002"  # an event is stored already, or an outcome or feedback waits for it
+_KEY_NOT_CONFIRMED = "FH003"  # a key taken from memory is revoked or scoped since
+# The columns of a model that the rows prepared outside the transaction follow (its masking rules and task type).
+_MODEL_RULE_FIELDS = ("name", "task_type", "pii_mask_emails", "pii_mask_cards", "pii_drop_keys", "pii_hash_keys",
+                      "pii_patterns")  # fmt: skip
+
+
 def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -> list[Recorded] | None:
-    """New events of models and versions already known, written in two round trips instead of seven: one psycopg
-    pipeline holding one transaction. The first round trip opens it, takes the events' locks, then reads what the
-    events already left and the models, and keeps the versions from being deleted; the second sends the insert, the
-    counters and the commit.
+    """New events of models and versions already known, written in one round trip instead of seven: one psycopg
+    pipeline holding one transaction, which takes the events' locks, checks on the server that what the write was
+    prepared with still holds, and sends the insert, the counters and the commit. A check that fails raises there
+    (feedbackhub_expect), which aborts the transaction: nothing sent after it runs, and the COMMIT only ends it.
 
     None, with nothing written, when the write needs more than that: a retry of a stored event, an outcome or
     feedback waiting for an event, an event twice in the batch, a model changed (or a key's scope) since it was
@@ -639,6 +651,8 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
     if len(set(keys)) != len(keys) or len(keys) > _QUERY_CHUNK:
         return None
     version_ids = {prepared.versions[(entry.model_id, items[entry.index].version)].pk for entry in keyed}
+    task_types = {model_id: task_type for model_id, (task_type, _) in prepared.rules.items()}
+    rows = _new_prediction_rows(keyed, items, prepared.labels, prepared.versions, task_types, source, pending={})
     connection.ensure_connection()
     raw = connection.connection
     try:
@@ -649,24 +663,13 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
             if len(items) <= _GENERIC_PLANS_UP_TO and not connection.settings_dict.get("PLAN_CACHE_MODE_IN_URL"):
                 raw.execute("SET LOCAL plan_cache_mode = auto", prepare=False)
             lock_events("prediction", keys)
-            read_known = _send_events_known(keys)
-            read_kept = _send_keep_versions(version_ids)
-            read_key = _key_confirmed(actor.unconfirmed_key) if actor.unconfirmed_key is not None else None
-            models = _models_named(sorted(set(names)))  # reading them brings the answers sent before too
-            known, kept = read_known(), read_kept()
-            rules = {model.pk: (model.task_type, model.redaction_policy()) for model in models}
-            same_models = {model.name: model.pk for model in models} == prepared.model_ids and rules == prepared.rules
-            current = same_models and kept == version_ids
-            if not current:
-                _known_versions.forget([*prepared.rules, *rules])
-            # A key revoked or scoped since it was remembered: the transaction checks it again, and raises.
-            current = (read_key is None or read_key()) and current
-            if not current or known.predictions or known.pending_outcome_ids or known.waiting_feedback_ids:
-                raw.execute("ROLLBACK", prepare=False)
-                return None
-            task_types = {model_id: task_type for model_id, (task_type, _) in rules.items()}
-            rows = _new_prediction_rows(
-                keyed, items, prepared.labels, prepared.versions, task_types, source, pending={}
+            _send_expectations(
+                [
+                    *_events_new(keys),
+                    _models_unchanged(list(prepared.models.values())),
+                    _versions_kept(version_ids),
+                    *([_key_still_confirmed(actor.unconfirmed_key)] if actor.unconfirmed_key is not None else []),
+                ]
             )
             set_ids = send_insert(rows, adapted=prepared.json_columns)
             _count_new_predictions(rows)
@@ -674,6 +677,11 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
         set_ids()
     except BaseException as error:
         _settle_failed_pipeline()
+        sqlstate = getattr(error.__cause__, "sqlstate", None)
+        if sqlstate == _MODELS_CHANGED:
+            _known_versions.forget(prepared.rules)
+        if sqlstate in (_MODELS_CHANGED, _EVENT_NOT_NEW, _KEY_NOT_CONFIRMED):
+            return None
         if isinstance(error, IntegrityError | OperationalError) and (
             _is_write_race(error) or _is_missing_reference(error)
         ):
@@ -682,40 +690,117 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
     return [Recorded(row.pk, row.event_id, created=True) for row in rows]
 
 
-def _send_keep_versions(version_ids: set[int]) -> Callable[[], set[int]]:
-    """Lock the versions (and their models) against deletion until the write commits, so that the foreign keys,
-    checked at its commit, hold. The function returned reads which of them are still stored: a version deleted
-    since it was read is noticed before anything is sent."""
-    quote = connection.ops.quote_name
-    version, model = quote(ModelVersion._meta.db_table), quote(RegisteredModel._meta.db_table)
-    cursor = connection.cursor()
-    # Table names come from model metadata and every value is a parameter.
-    cursor.execute(
-        f"SELECT {version}.{quote('id')} FROM {version} JOIN {model} "  # noqa: S608
-        f"ON {model}.{quote('id')} = {version}.{quote('registered_model_id')} "
-        f"WHERE {version}.{quote('id')} = ANY(%s) FOR KEY SHARE",
-        [sorted(version_ids)],
+class _Expectation(NamedTuple):
+    condition: str  # SQL, true when the write may go on
+    params: list
+    sqlstate: str
+    what: str
+
+
+def _send_expectations(expectations: Sequence[_Expectation]) -> None:
+    """One statement that aborts the transaction with the SQLSTATE of the first expectation that fails (PostgreSQL
+    evaluates a SELECT's list in order)."""
+    checks = ", ".join(f"feedbackhub_expect({e.condition}, %s::text, %s::text)" for e in expectations)
+    params = [
+        value
+        for e in expectations
+        for value in (*e.params, e.sqlstate, f"{e.what} changed since the write was prepared")
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {checks}", params)
+
+
+def _events_new(keys: Sequence[tuple[int, str]]) -> list[_Expectation]:
+    """No event of `keys` is stored, and no outcome or feedback waits for one of them."""
+    by_model: dict[int, set[str]] = {}
+    for model_id, event_id in keys:
+        by_model.setdefault(model_id, set()).add(event_id)
+    return [
+        _Expectation(
+            f"NOT EXISTS ({_events_known_sql(connection.vendor, len(chunk))})",
+            [model_id, *chunk] * 3,
+            _EVENT_NOT_NEW,
+            "an event",
+        )
+        for model_id, event_ids in by_model.items()
+        for chunk in _chunks(sorted(event_ids))
+    ]
+
+
+def _models_unchanged(models: Sequence[RegisteredModel]) -> _Expectation:
+    """The models hold the rules they were read with."""
+    return _Expectation(
+        f"({_models_matching_sql(connection.vendor, len(models))}) = %s",
+        [value for model in models for value in _rules_as_read(model)] + [len(models)],
+        _MODELS_CHANGED,
+        "a model",
     )
 
-    def read() -> set[int]:
-        with cursor:
-            return {pk for (pk,) in cursor.fetchall()}
 
-    return read
+@cache
+def _models_matching_sql(vendor: str, count: int) -> str:
+    quote = connection.ops.quote_name
+    same_row = " AND ".join(f"{quote(field.column)} = %s" for field in _model_rule_fields())
+    # Identifiers come from model metadata and every value is a parameter.
+    return (
+        f"SELECT count(*) FROM {quote(RegisteredModel._meta.db_table)} "  # noqa: S608
+        f"WHERE {' OR '.join([f'({same_row})'] * count)}"
+    )
+
+
+@cache
+def _model_rule_fields() -> list[Field]:
+    return [RegisteredModel._meta.get_field(name) for name in ("id", *_MODEL_RULE_FIELDS)]
+
+
+# The parameters that match a model's row as it was read, by its id, made once for each model object read.
+_rules_as_read_by_id: dict[int, tuple[RegisteredModel, list]] = {}
+
+
+def _rules_as_read(model: RegisteredModel) -> list:
+    made = _rules_as_read_by_id.get(model.pk)
+    if made is not None and made[0] is model:
+        return made[1]
+    values = [field.get_db_prep_save(getattr(model, field.attname), connection) for field in _model_rule_fields()]
+    if len(_rules_as_read_by_id) > _KnownVersions._LIMIT:
+        _rules_as_read_by_id.clear()
+    _rules_as_read_by_id[model.pk] = (model, values)
+    return values
+
+
+def _versions_kept(version_ids: set[int]) -> _Expectation:
+    """The versions are stored, and locked (with their models) against deletion until the write commits, so that
+    the foreign keys, checked at its commit, hold."""
+    quote = connection.ops.quote_name
+    version, model = quote(ModelVersion._meta.db_table), quote(RegisteredModel._meta.db_table)
+    kept = (
+        f"SELECT {version}.{quote('id')} FROM {version} JOIN {model} "  # noqa: S608 - identifiers from metadata
+        f"ON {model}.{quote('id')} = {version}.{quote('registered_model_id')} "
+        f"WHERE {version}.{quote('id')} = ANY(%s) FOR KEY SHARE"
+    )
+    count = f"SELECT count(*) FROM ({kept}) AS kept"  # noqa: S608 - identifiers from metadata
+    return _Expectation(f"({count}) = %s", [sorted(version_ids), len(version_ids)], _MODELS_CHANGED, "a version")
+
+
+def _key_still_confirmed(key: tuple[int, str]) -> _Expectation:
+    return _Expectation(f"EXISTS ({_key_confirmed_sql()})", list(key), _KEY_NOT_CONFIRMED, "the key")
+
+
+def _key_confirmed_sql() -> str:
+    quote = connection.ops.quote_name
+    # Identifiers come from model metadata and every value is a parameter.
+    return (
+        f"SELECT 1 FROM {quote(ApiKey._meta.db_table)} WHERE {quote('id')} = %s "  # noqa: S608
+        f"AND {quote('key_sha256')} = %s AND {quote('revoked_at')} IS NULL AND {quote('all_models')}"
+    )
 
 
 def _key_confirmed(key: tuple[int, str]) -> Callable[[], bool]:
     """Ask whether the key (id, SHA-256) is still stored, active and for every model (see Actor.unconfirmed_key); the
-    function returned reads the answer (in a pipeline, after the round trip that carries it). The hash too, not the
-    id alone: ids can be given again to other keys (a restored or emptied table)."""
-    quote = connection.ops.quote_name
+    function returned reads the answer. The hash too, not the id alone: ids can be given again to other keys (a
+    restored or emptied table)."""
     cursor = connection.cursor()
-    # Identifiers come from model metadata and every value is a parameter.
-    cursor.execute(
-        f"SELECT 1 FROM {quote(ApiKey._meta.db_table)} WHERE {quote('id')} = %s "  # noqa: S608
-        f"AND {quote('key_sha256')} = %s AND {quote('revoked_at')} IS NULL AND {quote('all_models')}",
-        list(key),
-    )
+    cursor.execute(_key_confirmed_sql(), list(key))
 
     def read() -> bool:
         with cursor:

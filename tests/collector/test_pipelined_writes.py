@@ -1,6 +1,7 @@
-"""On PostgreSQL, new events of known models and versions are written as one psycopg pipeline in the server's
-implicit transaction (two round trips); everything else, and anything that fails there, is written again in a
-transaction of its own, with nothing of the pipelined attempt left behind."""
+"""On PostgreSQL, new events of known models and versions are written as one psycopg pipeline holding one
+transaction (one round trip), whose checks of what the write was prepared with run on the server; everything else,
+and anything that fails there, is written again in a transaction of its own, with nothing of the pipelined attempt
+left behind."""
 
 import threading
 from collections.abc import Callable, Iterator
@@ -89,10 +90,15 @@ def test_a_new_event_goes_in_one_pipeline_without_begin_or_commit(churn: Registe
     written = list(statements)
 
     assert recorded.created and Prediction.objects.get(pk=recorded.id).event_id == "e1"
-    parts = ["pg_advisory_xact_lock", "UNION ALL", "FOR KEY SHARE", '"collector_registeredmodel"', 'INTO "collector_pr']
-    assert [next(part for part in parts if part in sql) for sql, _ in written[:5]] == parts
-    assert "WITH counted_0" in written[5][0] and len(written) == 6
-    assert all(in_pipeline for _, in_pipeline in written)
+    assert len(written) == 4 and all(in_pipeline for _, in_pipeline in written)
+    lock, checks, insert, counters = (sql for sql, _ in written)
+    assert "pg_advisory_xact_lock" in lock
+    # One statement checks that no event is stored or awaited, that the model's rules are as read, and that the
+    # version is still stored (locking it against deletion).
+    assert all(
+        part in checks for part in ("feedbackhub_expect", "UNION ALL", '"collector_registeredmodel"', "KEY SHARE")
+    )
+    assert insert.startswith('INSERT INTO "collector_prediction"') and "WITH counted_0" in counters
     assert not [q["sql"] for q in logged if q["sql"] in ("BEGIN", "COMMIT")]
     assert VersionTally.objects.get().predictions == 2
     assert counters_match_a_rebuild()
@@ -114,7 +120,7 @@ def test_a_key_taken_from_memory_is_confirmed_in_the_pipeline_or_nothing_is_writ
         prediction_record(item=replace(item, event_id="e2"), actor=remembered)
 
     assert [in_pipeline for sql, in_pipeline in written if '"all_models"' in sql] == [True]
-    assert len(written) == 7 and all(in_pipeline for _, in_pipeline in written)
+    assert len(written) == 4 and all(in_pipeline for _, in_pipeline in written)
     assert sorted(Prediction.objects.values_list("event_id", flat=True)) == ["e1", "warm"]
     assert VersionTally.objects.get().predictions == 2
 
@@ -177,19 +183,34 @@ def test_a_retry_and_a_waiting_outcome_are_written_by_a_transaction(churn: Regis
     assert counters_match_a_rebuild()
 
 
-def test_a_version_deleted_since_it_was_read_is_noticed_before_anything_is_sent(
-    churn: RegisteredModel, statements: list
-) -> None:
+def test_a_version_deleted_since_it_was_read_is_noticed_before_anything_is_inserted(churn: RegisteredModel) -> None:
     services._known_versions.read({("churn", "v1")})  # as a preparation outside any transaction reads it
     ModelVersion.objects.filter(version="v1").delete()  # its id, still known, would fail the foreign key
-    statements.clear()
 
     recorded = record("e1")  # by the transaction, which registers v1 again
 
-    assert [sql for sql, in_pipeline in statements if in_pipeline and sql.startswith("INSERT")] == []
     assert list(Prediction.objects.values_list("pk", flat=True)) == [recorded.id]
+    assert Prediction.objects.get().model_version.version == "v1"
     assert VersionTally.objects.get().predictions == 1
     assert counters_match_a_rebuild()
+
+
+def test_a_write_whose_checks_fail_on_the_server_leaves_nothing_and_the_connection_serves_the_next(
+    churn: RegisteredModel,
+) -> None:
+    record("warm")
+    RegisteredModel.objects.filter(pk=churn.pk).update(task_type="multiclass")
+    before = services._known_versions.models.get("churn")
+
+    with CaptureQueriesContext(connection) as logged:
+        recorded = record("e1", prediction="yes")  # a label only a multiclass model takes
+
+    assert before is not None and services._known_versions.models.get("churn") is not before
+    assert [q["sql"] for q in logged].count("COMMIT") == 1  # the transaction's, after the pipeline's rolled back
+    assert Prediction.objects.get(pk=recorded.id).predicted_label == "yes"
+    assert Prediction.objects.count() == 2 and VersionTally.objects.get().predictions == 2
+    assert counters_match_a_rebuild()
+    assert record("e2", prediction="no").created
 
 
 @pytest.mark.parametrize("explicit", [True, False], ids=["in-a-transaction", "implicit-transaction"])
@@ -254,7 +275,9 @@ def test_a_model_edited_since_it_was_read_is_written_by_the_transaction_under_it
     recorded = record("e1", input="write to ann@example.com")
 
     assert Prediction.objects.get(pk=recorded.id).input == "write to ann@example.com"
-    assert [sql for sql, in_pipeline in statements if in_pipeline and sql.startswith("INSERT")] == []
+    # The pipelined insert was sent after the check that failed, so it did not run; the transaction's did.
+    inserts = [in_pipeline for sql, in_pipeline in statements if sql.startswith('INSERT INTO "collector_prediction"')]
+    assert inserts == [True, False] and Prediction.objects.count() == 2
 
 
 def test_outcomes_racing_their_pipelined_predictions_all_land(churn: RegisteredModel) -> None:
