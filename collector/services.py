@@ -653,6 +653,9 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
     version_ids = {prepared.versions[(entry.model_id, items[entry.index].version)].pk for entry in keyed}
     task_types = {model_id: task_type for model_id, (task_type, _) in prepared.rules.items()}
     rows = _new_prediction_rows(keyed, items, prepared.labels, prepared.versions, task_types, source, pending={})
+    # The request's health check of a kept connection, which Django runs with its first cursor: here, not as a
+    # `SELECT 1` inside the pipeline, where the connection is in a transaction and always checked that way.
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     raw = connection.connection
     try:

@@ -104,6 +104,28 @@ def test_a_new_event_goes_in_one_pipeline_without_begin_or_commit(churn: Registe
     assert counters_match_a_rebuild()
 
 
+def test_the_requests_health_check_runs_before_the_pipeline_not_inside_it(
+    churn: RegisteredModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inside the pipeline the connection is in a transaction, so the check would be Django's `SELECT 1`.
+    record("warm")
+    checked_in_pipeline_mode: list[PipelineStatus] = []
+    wrapper = connections["default"]
+    is_usable = type(wrapper).is_usable
+
+    def noting_is_usable(self: Any) -> bool:
+        checked_in_pipeline_mode.append(self.connection.pgconn.pipeline_status)
+        return is_usable(self)
+
+    monkeypatch.setattr(type(wrapper), "is_usable", noting_is_usable)
+    assert wrapper.health_check_enabled
+    wrapper.health_check_done = False  # as at the start of each request (close_old_connections)
+
+    record("e1")
+
+    assert checked_in_pipeline_mode == [PipelineStatus.OFF]
+
+
 def test_a_key_taken_from_memory_is_confirmed_in_the_pipeline_or_nothing_is_written(
     churn: RegisteredModel, statements: list
 ) -> None:
