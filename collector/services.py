@@ -172,7 +172,13 @@ def lock_events(namespace: str, keys: Sequence[tuple[int, str]]) -> None:
         }
     )
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [lock_ids])
+        cursor.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [bigint_array(lock_ids)])
+
+
+def bigint_array(values: Iterable[int]) -> str:
+    """A PostgreSQL bigint[] parameter as text, for a statement that casts it (`%s::bigint[]`): psycopg's list
+    dumper, which finds each element's type, cost more than the statement it was sent with."""
+    return "{" + ",".join(str(int(value)) for value in values) + "}"
 
 
 def _raise_if(problems: list[FieldProblem], error: type[InvalidInput | Forbidden | NotFound | Conflict]) -> None:
@@ -779,10 +785,12 @@ def _versions_kept(version_ids: set[int]) -> _Expectation:
     kept = (
         f"SELECT {version}.{quote('id')} FROM {version} JOIN {model} "  # noqa: S608 - identifiers from metadata
         f"ON {model}.{quote('id')} = {version}.{quote('registered_model_id')} "
-        f"WHERE {version}.{quote('id')} = ANY(%s) FOR KEY SHARE"
+        f"WHERE {version}.{quote('id')} = ANY(%s::bigint[]) FOR KEY SHARE"
     )
     count = f"SELECT count(*) FROM ({kept}) AS kept"  # noqa: S608 - identifiers from metadata
-    return _Expectation(f"({count}) = %s", [sorted(version_ids), len(version_ids)], _MODELS_CHANGED, "a version")
+    return _Expectation(
+        f"({count}) = %s", [bigint_array(sorted(version_ids)), len(version_ids)], _MODELS_CHANGED, "a version"
+    )
 
 
 def _key_still_confirmed(key: tuple[int, str]) -> _Expectation:

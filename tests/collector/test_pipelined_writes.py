@@ -104,6 +104,30 @@ def test_a_new_event_goes_in_one_pipeline_without_begin_or_commit(churn: Registe
     assert counters_match_a_rebuild()
 
 
+def test_a_batch_of_several_models_and_versions_is_checked_and_written_in_the_pipeline(
+    churn: RegisteredModel, statements: list
+) -> None:
+    fraud = RegisteredModel.objects.create(name="fraud", task_type="binary")
+    ModelVersion.objects.bulk_create(
+        [ModelVersion(registered_model=churn, version="v2"), ModelVersion(registered_model=fraud, version="v1")]
+    )
+    pairs = [("churn", "v1"), ("churn", "v2"), ("fraud", "v1")]
+    services._known_versions.read(set(pairs))  # as a preparation outside any transaction reads them
+    items = [
+        PredictionIn(model=model, version=version, input={"n": n}, prediction=1, event_id=f"e{n}")
+        for n, (model, version) in enumerate(pairs * 2)
+    ]
+    statements.clear()
+
+    recorded = prediction_record_batch(items=items, actor=ACTOR)
+
+    assert all(in_pipeline for _, in_pipeline in statements) and len(statements) == 4
+    stored = Prediction.objects.values_list("registered_model__name", "model_version__version", "event_id")
+    assert sorted(stored) == sorted((model, version, f"e{n}") for n, (model, version) in enumerate(pairs * 2))
+    assert [r.created for r in recorded] == [True] * 6
+    assert counters_match_a_rebuild()
+
+
 def test_the_requests_health_check_runs_before_the_pipeline_not_inside_it(
     churn: RegisteredModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
