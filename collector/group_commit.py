@@ -3,7 +3,7 @@ written together, in one transaction, by the next thread to write.
 
 A single prediction's transaction costs far more than the row it adds: the database's write lock (SQLite has one
 writer), the reads of what the events already left, the counters' upserts, the commit's fsync, and on PostgreSQL its
-round trips (two, in a pipeline: `services._new_predictions_pipelined`). Under load, with several threads a process
+round trip (a pipeline: `services._new_predictions_pipelined`). Under load, with several threads a process
 (gunicorn's gthread workers), requests queue for that transaction anyway; here the first one in line writes everything
 queued by then as one batch (`services.prediction_record_batch`) and hands each request its own result. Nothing is
 answered before its commit, so a 201 still means stored; a request alone is written alone, as before.

@@ -5,7 +5,7 @@ Run with `python tests/benchmarks/bench_pg_write.py`. A throwaway database `benc
 through `services.prediction_record` (the path every single-event request takes, without HTTP):
 
 - the project's settings: values bound on the server, statements prepared after 5 uses, and a new event of a known
-  model written as one pipeline in two round trips (`services._new_predictions_pipelined`);
+  model written as one pipeline in one round trip (`services._new_predictions_pipelined`);
 - Django's defaults for PostgreSQL (`?server_side_binding=false`): values bound in the client, nothing prepared,
   and the write in a transaction of its own, seven round trips (BEGIN, model, locks, look-ups, insert, counters,
   COMMIT).
@@ -117,8 +117,8 @@ def main() -> int:
         return f"{figures['wall_ms']:.2f} ms (CPU {figures['cpu_ms']:.2f} ms, server {figures['server_ms']:.2f} ms)"
 
     figure = Figure(
-        measure="single prediction written in process, PostgreSQL (prepared statements, a pipeline of 2 round "
-        "trips): time a write (process CPU, server CPU)",
+        measure="single prediction written in process, PostgreSQL (prepared statements, a pipeline of 1 round "
+        "trip): time a write (process CPU, server CPU)",
         value=text(project),
         baseline="the same writes with Django's PostgreSQL defaults (client-side binding, a transaction of 7 "
         "round trips)",
