@@ -561,7 +561,7 @@ def _prediction_record_batch(
     path: Callable[[int, str], str],
     prepared: _Prepared | None,
 ) -> list[Recorded]:
-    if actor.unconfirmed_key is not None and not _key_confirmed(actor.unconfirmed_key)():
+    if actor.unconfirmed_key is not None and not _key_confirmed(actor.unconfirmed_key):
         raise ApiKeyNotConfirmed
     names = [_default_model_name(item.model) for item in items]
     models = _resolve_models(
@@ -707,8 +707,8 @@ class _Expectation(NamedTuple):
 
 
 def _send_expectations(expectations: Sequence[_Expectation]) -> None:
-    """One statement that aborts the transaction with the SQLSTATE of the first expectation that fails (PostgreSQL
-    evaluates a SELECT's list in order)."""
+    """One statement that aborts the transaction with the SQLSTATE of an expectation that fails (the first: PostgreSQL
+    evaluates a select list in order; which one it is decides only whether the models read are forgotten)."""
     checks = ", ".join(f"feedbackhub_expect({e.condition}, %s::text, %s::text)" for e in expectations)
     params = [
         value
@@ -806,18 +806,12 @@ def _key_confirmed_sql() -> str:
     )
 
 
-def _key_confirmed(key: tuple[int, str]) -> Callable[[], bool]:
-    """Ask whether the key (id, SHA-256) is still stored, active and for every model (see Actor.unconfirmed_key); the
-    function returned reads the answer. The hash too, not the id alone: ids can be given again to other keys (a
-    restored or emptied table)."""
-    cursor = connection.cursor()
-    cursor.execute(_key_confirmed_sql(), list(key))
-
-    def read() -> bool:
-        with cursor:
-            return cursor.fetchone() is not None
-
-    return read
+def _key_confirmed(key: tuple[int, str]) -> bool:
+    """Whether the key (id, SHA-256) is still stored, active and for every model (see Actor.unconfirmed_key). The
+    hash too, not the id alone: ids can be given again to other keys (a restored or emptied table)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_key_confirmed_sql(), list(key))
+        return cursor.fetchone() is not None
 
 
 def _settle_failed_pipeline() -> None:
@@ -1440,7 +1434,7 @@ def api_key_authenticate_for_write(raw_key: str) -> tuple[ApiKey, bool] | None:
 
 def api_key_confirmed(key: tuple[int, str]) -> bool:
     """Whether a key taken from memory (Actor.unconfirmed_key) is still active and for every model."""
-    return _key_confirmed(key)()
+    return _key_confirmed(key)
 
 
 def api_key_forget(raw_key: str) -> None:

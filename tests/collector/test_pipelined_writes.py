@@ -266,7 +266,10 @@ def test_a_pipeline_whose_commit_failed_is_settled_and_the_connection_serves_the
     connection.ensure_connection()
     raw = connection.connection
     missing_version = ModelVersion.objects.get().pk + 1000
-    with pytest.raises(DatabaseError), connection.wrap_database_errors, raw.pipeline():  # noqa: PT012
+    # When the implicit transaction's commit fails at the sync, psycopg (3.3) at times loses count of the results
+    # under load and raises IndexError instead of the database's error; the connection must be settled either way.
+    raised = DatabaseError if explicit else (DatabaseError, IndexError)
+    with pytest.raises(raised), connection.wrap_database_errors, raw.pipeline():  # noqa: PT012
         if explicit:
             raw.execute("BEGIN")
         raw.execute(  # the foreign key is checked at the commit
