@@ -629,6 +629,9 @@ _GENERIC_PLANS_UP_TO = 16
 _MODELS_CHANGED = "FH001"  # a model's rules, or a version, changed since the write was prepared
 _EVENT_NOT_NEW = "FH002"  # an event is stored already, or an outcome or feedback waits for it
 _KEY_NOT_CONFIRMED = "FH003"  # a key taken from memory is revoked or scoped since
+# PostgreSQL's undefined_function: new code serving before `migrate` has added feedbackhub_expect (a rolling deploy)
+# writes through the transaction path meanwhile.
+_NOT_MIGRATED_YET = "42883"
 # The columns of a model that the rows prepared outside the transaction follow (its masking rules and task type).
 _MODEL_RULE_FIELDS = ("name", "task_type", "pii_mask_emails", "pii_mask_cards", "pii_drop_keys", "pii_hash_keys",
                       "pii_patterns")  # fmt: skip
@@ -689,7 +692,7 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
         sqlstate = getattr(error.__cause__, "sqlstate", None)
         if sqlstate == _MODELS_CHANGED:
             _known_versions.forget(prepared.rules)
-        if sqlstate in (_MODELS_CHANGED, _EVENT_NOT_NEW, _KEY_NOT_CONFIRMED):
+        if sqlstate in (_MODELS_CHANGED, _EVENT_NOT_NEW, _KEY_NOT_CONFIRMED, _NOT_MIGRATED_YET):
             return None
         if isinstance(error, IntegrityError | OperationalError) and (
             _is_write_race(error) or _is_missing_reference(error)

@@ -3,6 +3,7 @@ transaction (one round trip), whose checks of what the write was prepared with r
 and anything that fails there, is written again in a transaction of its own, with nothing of the pipelined attempt
 left behind."""
 
+import importlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -36,6 +37,7 @@ from collector.services import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+expect_function = importlib.import_module("collector.migrations.0012_expect_function")
 ACTOR = Actor(label="test")
 
 
@@ -126,6 +128,26 @@ def test_a_batch_of_several_models_and_versions_is_checked_and_written_in_the_pi
     assert sorted(stored) == sorted((model, version, f"e{n}") for n, (model, version) in enumerate(pairs * 2))
     assert [r.created for r in recorded] == [True] * 6
     assert counters_match_a_rebuild()
+
+
+def test_before_the_migration_that_adds_the_check_function_writes_go_through_the_transaction(
+    churn: RegisteredModel,
+) -> None:
+    # New code serving before `migrate` has run, as in a rolling deploy.
+    record("warm")
+    with connection.cursor() as cursor:
+        cursor.execute("DROP FUNCTION feedbackhub_expect(boolean, text, text)")
+    try:
+        with CaptureQueriesContext(connection) as logged:
+            recorded = record("e1")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(expect_function.CREATE)
+
+    assert recorded.created and Prediction.objects.filter(event_id="e1").count() == 1
+    assert [q["sql"] for q in logged].count("COMMIT") == 1  # the transaction's
+    assert VersionTally.objects.get().predictions == 2
+    assert record("e2").created  # through the pipeline again
 
 
 def test_the_requests_health_check_runs_before_the_pipeline_not_inside_it(
@@ -249,7 +271,7 @@ def test_a_write_whose_checks_fail_on_the_server_leaves_nothing_and_the_connecti
     before = services._known_versions.models.get("churn")
 
     with CaptureQueriesContext(connection) as logged:
-        recorded = record("e1", prediction="yes")  # a label only a multiclass model takes
+        recorded = record("e1", prediction="yes")  # labelled "yes" by a multiclass model, "1" by a binary one
 
     assert before is not None and services._known_versions.models.get("churn") is not before
     assert [q["sql"] for q in logged].count("COMMIT") == 1  # the transaction's, after the pipeline's rolled back
