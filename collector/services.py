@@ -435,7 +435,6 @@ class _Prepared:
 
     rules: dict[int, tuple[str, RedactionPolicy]]
     models: dict[str, RegisteredModel]  # as read, by name
-    model_ids: dict[str, int]
     versions: dict[tuple[int, str], ModelVersion]
     items: list[PredictionIn]
     labels: list[str]
@@ -516,7 +515,6 @@ def _prepare_predictions(items: Sequence[PredictionIn], path: Callable[[int, str
     return _Prepared(
         rules={model.pk: (model.task_type, policies[model.pk]) for model in models.values()},
         models=models,
-        model_ids={name: model.pk for name, model in models.items()},
         versions=versions,
         items=masked,
         labels=labels,
@@ -649,7 +647,7 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
     transaction of its own, where each of those is handled."""
     items = prepared.items
     names = [_default_model_name(item.model) for item in items]
-    model_ids = [prepared.model_ids[name] for name in names]
+    model_ids = [prepared.models[name].pk for name in names]
     if not all(actor.may_write(model_id) for model_id in set(model_ids)):
         return None
     keyed = [
@@ -724,9 +722,6 @@ def _send_expectations(expectations: Sequence[_Expectation]) -> None:
 
 def _events_new(keys: Sequence[tuple[int, str]]) -> list[_Expectation]:
     """No event of `keys` is stored, and no outcome or feedback waits for one of them."""
-    by_model: dict[int, set[str]] = {}
-    for model_id, event_id in keys:
-        by_model.setdefault(model_id, set()).add(event_id)
     return [
         _Expectation(
             f"NOT EXISTS ({_events_known_sql(connection.vendor, len(chunk))})",
@@ -734,16 +729,17 @@ def _events_new(keys: Sequence[tuple[int, str]]) -> list[_Expectation]:
             _EVENT_NOT_NEW,
             "an event",
         )
-        for model_id, event_ids in by_model.items()
-        for chunk in _chunks(sorted(event_ids))
+        for model_id, chunk in _event_chunks(keys)
     ]
 
 
 def _models_unchanged(models: Sequence[RegisteredModel]) -> _Expectation:
     """The models hold the rules they were read with."""
+    fields = _model_rule_fields()
     return _Expectation(
         f"({_models_matching_sql(connection.vendor, len(models))}) = %s",
-        [value for model in models for value in _rules_as_read(model)] + [len(models)],
+        [field.get_db_prep_save(getattr(model, field.attname), connection) for model in models for field in fields]
+        + [len(models)],
         _MODELS_CHANGED,
         "a model",
     )
@@ -763,21 +759,6 @@ def _models_matching_sql(vendor: str, count: int) -> str:
 @cache
 def _model_rule_fields() -> list[Field]:
     return [RegisteredModel._meta.get_field(name) for name in ("id", *_MODEL_RULE_FIELDS)]
-
-
-# The parameters that match a model's row as it was read, by its id, made once for each model object read.
-_rules_as_read_by_id: dict[int, tuple[RegisteredModel, list]] = {}
-
-
-def _rules_as_read(model: RegisteredModel) -> list:
-    made = _rules_as_read_by_id.get(model.pk)
-    if made is not None and made[0] is model:
-        return made[1]
-    values = [field.get_db_prep_save(getattr(model, field.attname), connection) for field in _model_rule_fields()]
-    if len(_rules_as_read_by_id) > _KnownVersions._LIMIT:
-        _rules_as_read_by_id.clear()
-    _rules_as_read_by_id[model.pk] = (model, values)
-    return values
 
 
 def _versions_kept(version_ids: set[int]) -> _Expectation:
@@ -990,38 +971,28 @@ class _EventsKnown:
 def _events_known(keys: Sequence[tuple[int, str]]) -> _EventsKnown:
     """One statement a model (and 500 events), not three: on the path every ingest request takes, each statement
     costs more in Django's cursor and, on PostgreSQL, a round trip than the index look-up it runs."""
-    return _send_events_known(keys)()
+    known = _EventsKnown({}, {}, {})
+    for model_id, chunk in _event_chunks(keys):
+        with connection.cursor() as cursor:
+            cursor.execute(_events_known_sql(connection.vendor, len(chunk)), [model_id, *chunk] * 3)
+            rows = cursor.fetchall()
+        for table, pk, sha, event_id in rows:
+            key = (model_id, event_id)
+            if table == 0:
+                known.predictions[key] = (pk, sha)
+            elif table == 1:
+                known.pending_outcome_ids[key] = pk
+            else:
+                known.waiting_feedback_ids.setdefault(key, []).append(pk)
+    return known
 
 
-def _send_events_known(keys: Sequence[tuple[int, str]]) -> Callable[[], _EventsKnown]:
-    """`_events_known` in two steps: its statements are sent now, and read by the function returned (in a
-    pipeline, their answers come with the next statement that is read)."""
+def _event_chunks(keys: Sequence[tuple[int, str]]) -> list[tuple[int, Sequence[str]]]:
+    """The event ids of `keys` by model, in chunks of at most 500, as `_events_known_sql` takes them."""
     by_model: dict[int, set[str]] = {}
     for model_id, event_id in keys:
         by_model.setdefault(model_id, set()).add(event_id)
-    sent = []
-    for model_id, event_ids in by_model.items():
-        for chunk in _chunks(sorted(event_ids)):
-            cursor = connection.cursor()
-            cursor.execute(_events_known_sql(connection.vendor, len(chunk)), [model_id, *chunk] * 3)
-            sent.append((model_id, cursor))
-
-    def read() -> _EventsKnown:
-        known = _EventsKnown({}, {}, {})
-        for model_id, cursor in sent:
-            with cursor:
-                rows = cursor.fetchall()
-            for table, pk, sha, event_id in rows:
-                key = (model_id, event_id)
-                if table == 0:
-                    known.predictions[key] = (pk, sha)
-                elif table == 1:
-                    known.pending_outcome_ids[key] = pk
-                else:
-                    known.waiting_feedback_ids.setdefault(key, []).append(pk)
-        return known
-
-    return read
+    return [(model_id, chunk) for model_id, event_ids in by_model.items() for chunk in _chunks(sorted(event_ids))]
 
 
 @cache
