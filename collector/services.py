@@ -11,6 +11,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache
@@ -45,6 +46,7 @@ from collector.payloads import fingerprint, storable_problem
 from collector.raw_reads import rows_where
 from collector.redaction import RedactionPolicy, bounded
 from feedbackhub.errors import Conflict, FieldProblem, Forbidden, InvalidInput, NotFound, problems_summary
+from feedbackhub.postgresql.base import sends_coalesced
 
 T = TypeVar("T")
 API_KEY_PREFIX = "fbh"
@@ -161,8 +163,9 @@ def _with_write_retries(write: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def lock_events(namespace: str, keys: Sequence[tuple[int, str]]) -> None:
-    """Serialise writers of the same (model, event_id) on PostgreSQL; SQLite already has a single writer."""
+def lock_events(namespace: str, keys: Sequence[tuple[int, str]], *, plan_cache_mode: str | None = None) -> None:
+    """Serialise writers of the same (model, event_id) on PostgreSQL; SQLite already has a single writer.
+    `plan_cache_mode`: the same statement sets it for the rest of the transaction (a statement fewer to send)."""
     if connection.vendor != "postgresql" or not keys:
         return
     lock_ids = sorted(
@@ -172,7 +175,16 @@ def lock_events(namespace: str, keys: Sequence[tuple[int, str]]) -> None:
         }
     )
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [bigint_array(lock_ids)])
+        if plan_cache_mode is None:
+            cursor.execute(_LOCKS, [bigint_array(lock_ids)])
+        else:
+            cursor.execute(_LOCKS_SETTING_PLAN_CACHE_MODE, [plan_cache_mode, bigint_array(lock_ids)])
+
+
+_LOCKS = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
+_LOCKS_SETTING_PLAN_CACHE_MODE = (
+    f"SELECT set_config('plan_cache_mode', %s, true), (SELECT count(*) FROM ({_LOCKS}) AS locked)"  # noqa: S608
+)
 
 
 def bigint_array(values: Iterable[int]) -> str:
@@ -627,6 +639,7 @@ _GENERIC_PLANS_UP_TO = 16
 _MODELS_CHANGED = "FH001"  # a model's rules, or a version, changed since the write was prepared
 _EVENT_NOT_NEW = "FH002"  # an event is stored already, or an outcome or feedback waits for it
 _KEY_NOT_CONFIRMED = "FH003"  # a key taken from memory is revoked or scoped since
+_ABANDONED = "FH004"  # the web process gave up the write before sending all of it (an exception in the pipeline)
 # PostgreSQL's undefined_function: new code serving before `migrate` has added feedbackhub_expect (a rolling deploy)
 # writes through the transaction path meanwhile.
 _NOT_MIGRATED_YET = "42883"
@@ -637,9 +650,11 @@ _MODEL_RULE_FIELDS = ("name", "task_type", "pii_mask_emails", "pii_mask_cards", 
 
 def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -> list[Recorded] | None:
     """New events of models and versions already known, written in one round trip instead of seven: one psycopg
-    pipeline holding one transaction, which takes the events' locks, checks on the server that what the write was
-    prepared with still holds, and sends the insert, the counters and the commit. A check that fails raises there
-    (feedbackhub_expect), which aborts the transaction: nothing sent after it runs, and the COMMIT only ends it.
+    pipeline of four statements in one transaction, the implicit one that the pipeline's sync commits. They take the
+    events' locks (setting the plan cache mode of the rest), check on the server that what the write was prepared
+    with still holds, insert the rows and add the counters. A check that fails raises there (feedbackhub_expect),
+    which aborts the transaction: nothing sent after it runs, and the sync rolls it back. The statements reach the
+    server together, in as few TCP segments as their size allows (`sends_coalesced`).
 
     None, with nothing written, when the write needs more than that: a retry of a stored event, an outcome or
     feedback waiting for an event, an event twice in the batch, a model changed (or a key's scope) since it was
@@ -665,25 +680,31 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     raw = connection.connection
+    plan_cache_mode = (
+        "auto"
+        if len(items) <= _GENERIC_PLANS_UP_TO and not connection.settings_dict.get("PLAN_CACHE_MODE_IN_URL")
+        else None
+    )
     try:
-        with connection.wrap_database_errors, raw.pipeline():
-            # An explicit transaction, not the implicit one a pipeline's sync commits: the pipeline sends its sync
-            # on the way out even when an exception leaves it, and only COMMIT may end this write with its rows.
-            raw.execute("BEGIN", prepare=False)
-            if len(items) <= _GENERIC_PLANS_UP_TO and not connection.settings_dict.get("PLAN_CACHE_MODE_IN_URL"):
-                raw.execute("SET LOCAL plan_cache_mode = auto", prepare=False)
-            lock_events("prediction", keys)
-            _send_expectations(
-                [
-                    *_events_new(keys),
-                    _models_unchanged(list(prepared.models.values())),
-                    _versions_kept(version_ids),
-                    *([_key_still_confirmed(actor.unconfirmed_key)] if actor.unconfirmed_key is not None else []),
-                ]
-            )
-            set_ids = send_insert(rows, adapted=prepared.json_columns)
-            _count_new_predictions(rows)
-            raw.execute("COMMIT", prepare=False)
+        with connection.wrap_database_errors, raw.pipeline(), sends_coalesced(raw):
+            # One transaction, the implicit one that the pipeline's sync ends: no BEGIN or COMMIT to send. The sync
+            # goes out even when an exception leaves the block, so an exception first sends a statement that fails,
+            # and the sync then rolls back whatever was sent before it.
+            try:
+                lock_events("prediction", keys, plan_cache_mode=plan_cache_mode)
+                _send_expectations(
+                    [
+                        *_events_new(keys),
+                        _models_unchanged(list(prepared.models.values())),
+                        _versions_kept(version_ids),
+                        *([_key_still_confirmed(actor.unconfirmed_key)] if actor.unconfirmed_key is not None else []),
+                    ]
+                )
+                set_ids = send_insert(rows, adapted=prepared.json_columns)
+                _count_new_predictions(rows)
+            except BaseException:
+                _abandon_pipelined_transaction(raw)
+                raise
         set_ids()
     except BaseException as error:
         _settle_failed_pipeline()
@@ -796,6 +817,17 @@ def _key_confirmed(key: tuple[int, str]) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(_key_confirmed_sql(), list(key))
         return cursor.fetchone() is not None
+
+
+def _abandon_pipelined_transaction(raw: psycopg.Connection) -> None:
+    """Make the pipeline's implicit transaction fail, so that its sync rolls back the statements sent so far. (When
+    the transaction failed already, the server skips this statement as it skips every other until the sync.)"""
+    with suppress(psycopg.Error):
+        raw.execute(
+            "SELECT feedbackhub_expect(false, %s::text, %s::text)",
+            [_ABANDONED, "the write was abandoned"],
+            prepare=False,
+        )
 
 
 def _settle_failed_pipeline() -> None:

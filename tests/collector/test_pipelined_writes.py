@@ -94,7 +94,7 @@ def test_a_new_event_goes_in_one_pipeline_without_begin_or_commit(churn: Registe
     assert recorded.created and Prediction.objects.get(pk=recorded.id).event_id == "e1"
     assert len(written) == 4 and all(in_pipeline for _, in_pipeline in written)
     lock, checks, insert, counters = (sql for sql, _ in written)
-    assert "pg_advisory_xact_lock" in lock
+    assert "pg_advisory_xact_lock" in lock and "set_config('plan_cache_mode'" in lock
     # One statement checks that no event is stored or awaited, that the model's rules are as read, and that the
     # version is still stored (locking it against deletion).
     assert all(
@@ -193,15 +193,22 @@ def test_a_key_taken_from_memory_is_confirmed_in_the_pipeline_or_nothing_is_writ
     assert VersionTally.objects.get().predictions == 2
 
 
-def lock_statement_plans() -> tuple[int, int]:
-    """How often the events' lock statement (the same text for any number of events) ran on a plan made once, and on
-    one made for its values, as prepared on this connection."""
+def statement_plans(*, like: str, unlike: str = "-") -> tuple[int, int]:
+    """How often the statements prepared on this connection whose text is like `like` (and not like `unlike`) ran on a
+    plan made once, and on one made for their values."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-            "WHERE statement LIKE '%%pg_advisory_xact_lock%%'"
+            "SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0) FROM pg_prepared_statements "
+            "WHERE statement LIKE %s AND statement NOT LIKE %s",
+            [f"%{like}%", f"%{unlike}%"],
         )
         return cursor.fetchone()
+
+
+def lock_statement_plans() -> tuple[int, int]:
+    """The plans of the events' lock statement as batches and the transaction path send it (the same text for any
+    number of events); single events set plan_cache_mode in theirs."""
+    return statement_plans(like="pg_advisory_xact_lock", unlike="set_config")
 
 
 def test_single_events_reuse_their_plans_and_batches_are_planned_for_their_values(churn: RegisteredModel) -> None:
@@ -209,7 +216,8 @@ def test_single_events_reuse_their_plans_and_batches_are_planned_for_their_value
         cursor.execute("ANALYZE")  # as autovacuum would have: plans made from statistics, as on a live database
     for n in range(30):
         record(f"single-{n}")
-    singles = lock_statement_plans()
+    singles = statement_plans(like="feedbackhub_expect")
+    before = lock_statement_plans()
     for n in range(10):
         items = [
             PredictionIn(model="churn", version="v1", input={}, prediction=1, event_id=f"b{n}-{i}") for i in range(20)
@@ -217,9 +225,10 @@ def test_single_events_reuse_their_plans_and_batches_are_planned_for_their_value
         prediction_record_batch(items=items, actor=ACTOR)
     generic, custom = lock_statement_plans()
 
-    # Prepared from its 5th use, then planned for its values 5 times before PostgreSQL may keep one plan.
+    # The checks of a single event: prepared from their 5th use, then planned for their values 5 times before
+    # PostgreSQL may keep one plan. The batches' lock statement, prepared from its 5th use too, never keeps one.
     assert singles[0] > 15
-    assert (generic - singles[0], custom - singles[1]) == (0, 10)
+    assert generic == before[0] and custom - before[1] >= 5
 
 
 def test_a_plan_cache_mode_chosen_in_the_url_applies_to_single_events_too(
@@ -229,11 +238,12 @@ def test_a_plan_cache_mode_chosen_in_the_url_applies_to_single_events_too(
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     record("warm")
-    before = lock_statement_plans() or (0, 0)
+    before = statement_plans(like="feedbackhub_expect")
     for n in range(30):
         record(f"single-{n}")
 
-    assert lock_statement_plans()[0] == before[0]
+    assert statement_plans(like="feedbackhub_expect")[0] == before[0]
+    assert statement_plans(like="set_config") == (0, 0)
 
 
 def test_a_retry_and_a_waiting_outcome_are_written_by_a_transaction(churn: RegisteredModel) -> None:
@@ -310,17 +320,23 @@ def test_a_pipeline_whose_commit_failed_is_settled_and_the_connection_serves_the
     assert not VersionTally.objects.filter(model_version_id=missing_version).exists()
 
 
-def test_an_exception_between_the_insert_and_the_commit_leaves_nothing(
-    churn: RegisteredModel, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("counters_sent", [False, True], ids=["before-the-counters", "after-the-counters"])
+def test_an_exception_in_the_pipeline_leaves_nothing(
+    churn: RegisteredModel, monkeypatch: pytest.MonkeyPatch, counters_sent: bool
 ) -> None:
     record("warm")
+    count_new_predictions = services._count_new_predictions
 
-    def counting_fails(rows: object) -> None:
-        raise RuntimeError("the counters could not be computed")
+    def counting_fails(rows: list[Prediction]) -> None:
+        if counters_sent:
+            count_new_predictions(rows)
+        raise RuntimeError("the web process gave up")
 
     monkeypatch.setattr(services, "_count_new_predictions", counting_fails)
+    # The insert was sent (and the counters too, or not): the pipeline's sync, which goes out anyway, must not
+    # commit them.
     with pytest.raises(RuntimeError):
-        record("e1")  # the insert was sent, the COMMIT never was
+        record("e1")
     monkeypatch.undo()
 
     assert not Prediction.objects.filter(event_id="e1").exists()
