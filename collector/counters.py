@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Case, Count, F, Func, Max, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncHour, TruncMinute
 
@@ -64,8 +64,9 @@ def _increment(
     the new value when it is not NULL. None when there are no rows."""
     if not rows:
         return None
-    sql = _increment_sql(connection.vendor, model, tuple(keys), tuple(values), tuple(overwrite), len(rows))
-    adapt = connection.ops.adapt_datetimefield_value
+    db = connections[DEFAULT_DB_ALIAS]
+    sql = _increment_sql(db.vendor, model, tuple(keys), tuple(values), tuple(overwrite), len(rows))
+    adapt = db.ops.adapt_datetimefield_value
     params = [
         adapt(value) if isinstance(value, datetime) else value
         for row in sorted(rows, key=lambda r: r[: len(keys)])
@@ -83,10 +84,11 @@ def _run_increments(increments: Iterable[Increment | None]) -> None:
     statements = [increment for increment in increments if increment is not None]
     if not statements:
         return
-    if connection.vendor == "postgresql" and len(statements) > 1:
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor == "postgresql" and len(statements) > 1:
         clauses = ", ".join(f"counted_{index} AS ({sql})" for index, (sql, _) in enumerate(statements))
         statements = [(f"WITH {clauses} SELECT 1", [param for _, params in statements for param in params])]
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         for sql, params in statements:
             cursor.execute(sql, params)
 

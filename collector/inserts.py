@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import BooleanField, CharField, DateTimeField, Field, FloatField, JSONField, Model
 from django.db.models.base import ModelState
 from django.db.models.fields.related import ForeignKey
@@ -71,35 +72,38 @@ def row_maker(model: type[M]) -> Callable[..., M]:
     return make
 
 
-def _column_adapter(field: Field) -> Callable[[list], list]:
-    """A function from a column of attribute values to the parameters Django would send for them."""
+Adapter = Callable[[list, BaseDatabaseWrapper], list]
+
+
+def _column_adapter(field: Field) -> Adapter:
+    """A function from a column of attribute values (and the connection) to the parameters Django would send."""
     prep_save = field.get_db_prep_save
     if isinstance(field, JSONField):
         adapt_json = connection.ops.adapt_json_value
         encoder = field.encoder
-        return lambda values: [None if value is None else adapt_json(value, encoder) for value in values]
+        return lambda values, db: [None if value is None else adapt_json(value, encoder) for value in values]
     if isinstance(field, DateTimeField):
-        return lambda values: _datetime_column(field, values)
+        return lambda values, db: _datetime_column(field, values, db)
     for kind, types in _PLAIN_TYPES.items():
         if type(field) is kind:
-            return lambda values: (
+            return lambda values, db: (
                 values
                 if all(value is None or type(value) in types for value in values)
-                else [prep_save(value, connection) for value in values]
+                else [prep_save(value, db) for value in values]
             )
-    return lambda values: [prep_save(value, connection) for value in values]
+    return lambda values, db: [prep_save(value, db) for value in values]
 
 
-def _datetime_column(field: Field, values: list) -> list:
+def _datetime_column(field: Field, values: list, db: BaseDatabaseWrapper) -> list:
     # Each distinct moment once: a batch's rows mostly share their timestamps, and adapting one (on SQLite, to
     # UTC and then to text) is the dearest value of a row. Keyed with the zone too, so equal moments given in
     # different zones each keep their own adaptation.
-    adapt = connection.ops.adapt_datetimefield_value
+    adapt = db.ops.adapt_datetimefield_value
     seen: dict[tuple, Any] = {}
     adapted = []
     for value in values:
         if value is not None and not value.tzinfo:
-            return [field.get_db_prep_save(value, connection) for value in values]
+            return [field.get_db_prep_save(value, db) for value in values]
         key = (value, value.tzinfo) if value is not None else (None, None)
         if key not in seen:
             seen[key] = None if value is None else adapt(value)
@@ -108,7 +112,7 @@ def _datetime_column(field: Field, values: list) -> list:
 
 
 @cache
-def _plan(model: type[Model], vendor: str) -> tuple[list[Field], list[Callable[[list], list]], str]:
+def _plan(model: type[Model], vendor: str) -> tuple[list[Field], list[Adapter], str]:
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
@@ -126,8 +130,9 @@ def _values(columns: int, rows: int) -> str:
 def adapted_column(model: type[Model], attname: str, values: list) -> list:
     """The parameters `insert_rows` sends for these values of one column: made beforehand (outside the write
     transaction) and passed to it as `adapted`."""
-    fields, adapters, _ = _plan(model, connection.vendor)
-    return next(adapt(values) for field, adapt in zip(fields, adapters, strict=True) if field.attname == attname)
+    db = connections[DEFAULT_DB_ALIAS]
+    fields, adapters, _ = _plan(model, db.vendor)
+    return next(adapt(values, db) for field, adapt in zip(fields, adapters, strict=True) if field.attname == attname)
 
 
 def insert_rows(rows: Sequence[Model], *, adapted: Mapping[str, list] | None = None) -> None:
@@ -136,16 +141,17 @@ def insert_rows(rows: Sequence[Model], *, adapted: Mapping[str, list] | None = N
     as they are, and must hold what the rows' own values would give."""
     if not rows:
         return
-    if not connection.in_atomic_block:
+    db = connections[DEFAULT_DB_ALIAS]
+    if not db.in_atomic_block:
         raise RuntimeError("insert_rows runs inside transaction.atomic(): ids are read back from the transaction")
-    fields, insert, params = _insert_parts(rows, adapted)
-    returning = _returning(type(rows[0]))
-    with connection.cursor() as cursor:
-        if len(params) == 1 and connection.features.can_return_columns_from_insert:  # SQLite 3.35+, PostgreSQL
+    fields, insert, params = _insert_parts(rows, adapted, db)
+    returning = _returning(type(rows[0]), db)
+    with db.cursor() as cursor:
+        if len(params) == 1 and db.features.can_return_columns_from_insert:  # SQLite 3.35+, PostgreSQL
             # A single event's id comes back with its insert: one statement.
             cursor.execute(insert + _values(len(fields), 1) + returning, params[0])
             ids: Sequence[int] = [cursor.fetchone()[0]]
-        elif connection.vendor == "sqlite":
+        elif db.vendor == "sqlite":
             cursor.executemany(insert + _values(len(fields), 1), params)
             cursor.execute("SELECT last_insert_rowid()")
             last = cursor.fetchone()[0]
@@ -158,31 +164,34 @@ def insert_rows(rows: Sequence[Model], *, adapted: Mapping[str, list] | None = N
                     insert + _values(len(fields), len(chunk)) + returning, [value for row in chunk for value in row]
                 )
                 ids += [pk for (pk,) in cursor.fetchall()]
-    _set_ids(rows, ids)
+    _set_ids(rows, ids, db)
 
 
 def send_insert(rows: Sequence[Model], *, adapted: Mapping[str, list] | None = None) -> Callable[[], None]:
     """PostgreSQL: send the INSERT of `rows` (at most 1,000, one model) with `RETURNING id`, and return the function
     that sets their primary keys from its answer. In a psycopg pipeline the answer arrives with the pipeline's
     next sync, so the ids are read afterwards. `adapted` as for `insert_rows`."""
-    if not rows or len(rows) > _POSTGRES_CHUNK or connection.vendor != "postgresql":
+    db = connections[DEFAULT_DB_ALIAS]
+    if not rows or len(rows) > _POSTGRES_CHUNK or db.vendor != "postgresql":
         raise ValueError(f"send_insert takes 1 to {_POSTGRES_CHUNK} rows, on PostgreSQL")
-    fields, insert, params = _insert_parts(rows, adapted)
-    cursor = connection.cursor()
+    fields, insert, params = _insert_parts(rows, adapted, db)
+    cursor = db.cursor()
     cursor.execute(
-        insert + _values(len(fields), len(params)) + _returning(type(rows[0])), [v for row in params for v in row]
+        insert + _values(len(fields), len(params)) + _returning(type(rows[0]), db), [v for row in params for v in row]
     )
 
     def set_ids() -> None:
         with cursor:
-            _set_ids(rows, [pk for (pk,) in cursor.fetchall()])
+            _set_ids(rows, [pk for (pk,) in cursor.fetchall()], db)
 
     return set_ids
 
 
-def _insert_parts(rows: Sequence[Model], adapted: Mapping[str, list] | None) -> tuple[list[Field], str, list[tuple]]:
+def _insert_parts(
+    rows: Sequence[Model], adapted: Mapping[str, list] | None, db: BaseDatabaseWrapper
+) -> tuple[list[Field], str, list[tuple]]:
     """The inserted fields, the statement up to VALUES, and each row's parameters."""
-    fields, adapters, insert = _plan(type(rows[0]), connection.vendor)
+    fields, adapters, insert = _plan(type(rows[0]), db.vendor)
     for field in fields:
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
             # One moment for the rows inserted together (the field's pre_save would take one per row).
@@ -192,19 +201,19 @@ def _insert_parts(rows: Sequence[Model], adapted: Mapping[str, list] | None) -> 
     states = [row.__dict__ for row in rows]
     adapted = adapted or {}
     columns = [
-        adapted[field.attname] if field.attname in adapted else adapt([state[field.attname] for state in states])
+        adapted[field.attname] if field.attname in adapted else adapt([state[field.attname] for state in states], db)
         for field, adapt in zip(fields, adapters, strict=True)
     ]
     return fields, insert, list(zip(*columns, strict=True))
 
 
-def _returning(model: type[Model]) -> str:
-    return f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
+def _returning(model: type[Model], db: BaseDatabaseWrapper) -> str:
+    return f" RETURNING {db.ops.quote_name(model._meta.pk.column)}"
 
 
-def _set_ids(rows: Sequence[Model], ids: Sequence[int]) -> None:
+def _set_ids(rows: Sequence[Model], ids: Sequence[int], db: BaseDatabaseWrapper) -> None:
     pk_name = type(rows[0])._meta.pk.attname
     for row, pk in zip(rows, ids, strict=True):
         setattr(row, pk_name, pk)
         row._state.adding = False
-        row._state.db = connection.alias
+        row._state.db = db.alias

@@ -20,7 +20,8 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, OperationalError, connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
 from django.utils import timezone
 from psycopg import Pipeline
@@ -622,9 +623,10 @@ def _prediction_record_batch(
 def _may_pipeline() -> bool:
     """Whether this write may run as a psycopg pipeline: on PostgreSQL, with values bound on the server (the
     pipeline's protocol), in autocommit and outside any transaction of the caller's."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql" or db.in_atomic_block or not db.get_autocommit():
         return False
-    return connection.settings_dict["OPTIONS"].get("server_side_binding") is True and Pipeline.is_supported()
+    return db.settings_dict["OPTIONS"].get("server_side_binding") is True and Pipeline.is_supported()
 
 
 # A pipelined write of up to this many events (single predictions grouped by a web process's threads) lets PostgreSQL
@@ -677,16 +679,15 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
     rows = _new_prediction_rows(keyed, items, prepared.labels, prepared.versions, task_types, source, pending={})
     # The request's health check of a kept connection, which Django runs with its first cursor: here, not as a
     # `SELECT 1` inside the pipeline, where the connection is in a transaction and always checked that way.
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    raw = connection.connection
+    db = connections[DEFAULT_DB_ALIAS]
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    raw = db.connection
     plan_cache_mode = (
-        "auto"
-        if len(items) <= _GENERIC_PLANS_UP_TO and not connection.settings_dict.get("PLAN_CACHE_MODE_IN_URL")
-        else None
+        "auto" if len(items) <= _GENERIC_PLANS_UP_TO and not db.settings_dict.get("PLAN_CACHE_MODE_IN_URL") else None
     )
     try:
-        with connection.wrap_database_errors, raw.pipeline(), sends_coalesced(raw):
+        with db.wrap_database_errors, raw.pipeline(), sends_coalesced(raw):
             # One transaction, the implicit one that the pipeline's sync ends: no BEGIN or COMMIT to send. The sync
             # goes out even when an exception leaves the block, so an exception first sends a statement that fails,
             # and the sync then rolls back whatever was sent before it.
@@ -695,7 +696,7 @@ def _new_predictions_pipelined(prepared: _Prepared, actor: Actor, source: str) -
                 _send_expectations(
                     [
                         *_events_new(keys),
-                        _models_unchanged(list(prepared.models.values())),
+                        _models_unchanged(list(prepared.models.values()), db),
                         _versions_kept(version_ids),
                         *([_key_still_confirmed(actor.unconfirmed_key)] if actor.unconfirmed_key is not None else []),
                     ]
@@ -754,12 +755,12 @@ def _events_new(keys: Sequence[tuple[int, str]]) -> list[_Expectation]:
     ]
 
 
-def _models_unchanged(models: Sequence[RegisteredModel]) -> _Expectation:
+def _models_unchanged(models: Sequence[RegisteredModel], db: BaseDatabaseWrapper) -> _Expectation:
     """The models hold the rules they were read with."""
     fields = _model_rule_fields()
     return _Expectation(
-        f"({_models_matching_sql(connection.vendor, len(models))}) = %s",
-        [field.get_db_prep_save(getattr(model, field.attname), connection) for model in models for field in fields]
+        f"({_models_matching_sql(db.vendor, len(models))}) = %s",
+        [field.get_db_prep_save(getattr(model, field.attname), db) for model in models for field in fields]
         + [len(models)],
         _MODELS_CHANGED,
         "a model",

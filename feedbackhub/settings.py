@@ -51,11 +51,11 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "feedbackhub.middleware.BodySizeLimitMiddleware",
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "feedbackhub.http_metrics.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before the middlewares of browser sessions, so that the single predictions answered next are counted by view.
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "feedbackhub.http_metrics.PrometheusAfterMiddleware",
     "loop.api.single_events.SinglePredictionMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

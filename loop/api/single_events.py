@@ -29,6 +29,7 @@ from collector import selectors, services
 from collector.group_commit import prediction_record_grouped
 from feedbackhub.api_errors import api_error_response, api_json_response
 from feedbackhub.errors import DomainError
+from feedbackhub.http_metrics import series
 from feedbackhub.middleware import database_unavailable_answer
 from loop.api.parsers import SLOW, fast_loads, storable_as_read
 from loop.api.serializers import prediction_in_fast
@@ -80,9 +81,8 @@ def _count_as_view(request: HttpRequest, route: ResolverMatch) -> None:
     """What the URL resolution and PrometheusAfterMiddleware.process_view would have left for a request answered here:
     the match that names the view in its response metrics, and its count by view."""
     request.resolver_match = route
-    Metrics.get_instance().requests_by_view_transport_method.labels(
-        view=route.view_name, transport="https" if request.is_secure() else "http", method=request.method
-    ).inc()
+    transport = "https" if request.is_secure() else "http"
+    series(Metrics.get_instance().requests_by_view_transport_method, route.view_name, transport, request.method).inc()
 
 
 def _plain_request_key(request: HttpRequest) -> str | None:
