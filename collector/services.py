@@ -164,6 +164,12 @@ def _with_write_retries(write: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+_LOCKS = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
+_LOCKS_SETTING_PLAN_CACHE_MODE = (
+    f"SELECT set_config('plan_cache_mode', %s, true), (SELECT count(*) FROM ({_LOCKS}) AS locked)"  # noqa: S608
+)
+
+
 def lock_events(namespace: str, keys: Sequence[tuple[int, str]], *, plan_cache_mode: str | None = None) -> None:
     """Serialise writers of the same (model, event_id) on PostgreSQL; SQLite already has a single writer.
     `plan_cache_mode`: the same statement sets it for the rest of the transaction (a statement fewer to send)."""
@@ -180,12 +186,6 @@ def lock_events(namespace: str, keys: Sequence[tuple[int, str]], *, plan_cache_m
             cursor.execute(_LOCKS, [bigint_array(lock_ids)])
         else:
             cursor.execute(_LOCKS_SETTING_PLAN_CACHE_MODE, [plan_cache_mode, bigint_array(lock_ids)])
-
-
-_LOCKS = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
-_LOCKS_SETTING_PLAN_CACHE_MODE = (
-    f"SELECT set_config('plan_cache_mode', %s, true), (SELECT count(*) FROM ({_LOCKS}) AS locked)"  # noqa: S608
-)
 
 
 def bigint_array(values: Iterable[int]) -> str:
