@@ -7,7 +7,6 @@ labelled series are kept once looked up (`series`), and the headers are read fro
 else (process_view's count by view, templates, exceptions) is django-prometheus' own.
 """
 
-from collections.abc import Callable
 from functools import lru_cache
 from timeit import default_timer
 from typing import Any
@@ -24,10 +23,6 @@ def series(metric: Any, *labels: str) -> Any:
 
 
 class PrometheusBeforeMiddleware(middleware.PrometheusBeforeMiddleware):
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        super().__init__(get_response)
-        self.get_response = get_response
-
     def __call__(self, request: HttpRequest) -> HttpResponse:
         metrics = self.metrics
         metrics.requests_total.inc()
@@ -39,10 +34,6 @@ class PrometheusBeforeMiddleware(middleware.PrometheusBeforeMiddleware):
 
 
 class PrometheusAfterMiddleware(middleware.PrometheusAfterMiddleware):
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        super().__init__(get_response)
-        self.get_response = get_response
-
     def __call__(self, request: HttpRequest) -> HttpResponse:
         metrics = self.metrics
         method = self._method(request)

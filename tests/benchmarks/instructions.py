@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_ingest import event, hub_env, manage  # noqa: E402
+
 REQUESTS_SHORT = 60
 REQUESTS_LONG = 260
 _CHILD = "FEEDBACKHUB_INSTRUCTIONS_REQUESTS"
@@ -43,11 +45,7 @@ def send_requests(count: int, key: str) -> None:
         statuses.append(status)
 
     for n in range(count):
-        body = json.dumps({
-            "model": "bench", "version": "v1", "prediction": n % 2, "latency_ms": 12.5, "confidence": 0.8,
-            "input": {"tenure": n % 48, "plan": "basic", "text": "customer asked about billing"},
-            "attributes": {"region": "eu"}, "event_id": f"{run}-{n}",
-        }).encode()  # fmt: skip
+        body = json.dumps(event(n, run)).encode()
         environ = {
             "REQUEST_METHOD": "POST", "PATH_INFO": "/api/v1/predictions/", "QUERY_STRING": "",
             "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1",
@@ -77,11 +75,8 @@ def counted(env: dict[str, str], requests: int, run: str) -> int:
 
 
 def measure(env: dict[str, str]) -> None:
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True)  # noqa: S603
-    key = subprocess.run(  # noqa: S603 - fixed argv
-        [*manage, "create_api_key", "bench"], env=env, cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout.split()[-1]
+    manage(env, "migrate", "--verbosity", "0")
+    key = manage(env, "create_api_key", "bench").split()[-1]
     env = {**env, "FEEDBACKHUB_INSTRUCTIONS_KEY": key}
     progress(f"warming up (the model and version registered), then {REQUESTS_SHORT} and {REQUESTS_LONG} requests")
     subprocess.run(  # noqa: S603 - fixed argv
@@ -107,11 +102,7 @@ def main() -> int:
     from throwaway_postgres import throwaway_database
 
     with tempfile.TemporaryDirectory(prefix="feedbackhub-instructions-") as var_dir:
-        env = {**os.environ, "FEEDBACKHUB_VAR_DIR": var_dir, "ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING"}
-        env.pop("DATABASE_URL", None)
-        multiproc = Path(var_dir) / "prometheus-multiproc"
-        multiproc.mkdir()
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
+        env = hub_env(Path(var_dir), None)
         if "--sqlite" in sys.argv:
             measure(env)
             return 0
