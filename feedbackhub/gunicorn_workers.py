@@ -8,6 +8,12 @@ it holds on a board in shared memory, set up by the master before it forks; a wo
 sibling with a free thread leaves a new connection to its siblings for a moment (`SIBLING_HEAD_START`), so that the
 sibling, woken by the same connection, takes it first. A worker never refuses a connection: if no sibling takes it
 within that moment, it accepts it, so a wrong or stale count costs at most that wait.
+
+Connections a worker took while its sibling could not (still loading the project when clients connected, or just
+restarted after exiting) would stay with it for as long as their clients keep them. So a worker also hands kept-alive
+connections back: while it holds more than a live sibling with a free thread would after taking one, it answers with
+`Connection: close` (gunicorn's own way of ending a kept-alive connection), and the client's next connection goes
+to the sibling as above. The answer itself is whole; the client opens a new connection for its next request.
 """
 
 import select
@@ -70,6 +76,18 @@ class BalancedThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.slot = _free_slot(self.age)
         _slots_taken.add(self.slot)
+
+    # gunicorn's threaded worker closes a connection after its answer when it keeps `max_keepalived` or more alive
+    # already (gthread.ThreadWorker.handle_request, for each request): none while a sibling should hold it instead.
+    @property
+    def max_keepalived(self) -> int:
+        if _board.sibling_holds_fewer(self.slot, self.nr_conns - 1, self.cfg.threads):
+            return 0
+        return self._max_keepalived
+
+    @max_keepalived.setter
+    def max_keepalived(self, value: int) -> None:
+        self._max_keepalived = value
 
     # The count is published whenever it changes: on accept, when a request's thread finishes with a connection it
     # closes, when idle kept-alive connections time out; and on every turn of the main loop.
