@@ -18,7 +18,7 @@ to the sibling as above. The answer itself is whole; the client opens a new conn
 
 import select
 import time
-from multiprocessing.sharedctypes import RawArray
+from multiprocessing.sharedctypes import RawArray, RawValue
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
@@ -40,6 +40,12 @@ class _ConnectionBoard:
     def __init__(self, slots: int) -> None:
         self._connections = RawArray("l", slots)
         self._written_at = RawArray("d", slots)
+        # One more than the highest slot ever given to a worker: the slots a look at the board reads (it is read on
+        # every request). Raised by the master alone, before it forks the slot's worker.
+        self._slots_given = RawValue("l", 0)
+
+    def give(self, slot: int) -> None:
+        self._slots_given.value = max(self._slots_given.value, slot + 1)
 
     def publish(self, slot: int, connections: int) -> None:
         self._connections[slot] = connections
@@ -51,12 +57,15 @@ class _ConnectionBoard:
     def sibling_holds_fewer(self, slot: int, connections: int, threads: int) -> bool:
         """Whether a live sibling holds fewer connections than `connections` and than its `threads`."""
         fewer = min(connections, threads)
+        if fewer <= 0:
+            return False
         live_after = time.monotonic() - _STALE_SECONDS
         written_at = self._written_at
         held = self._connections
-        return any(
-            written_at[other] > live_after and held[other] < fewer for other in range(len(held)) if other != slot
-        )
+        for other in range(self._slots_given.value):
+            if other != slot and held[other] < fewer and written_at[other] > live_after:
+                return True
+        return False
 
 
 # Created when gunicorn's master loads the worker class, before it forks the workers, who inherit the same memory.
@@ -76,6 +85,7 @@ class BalancedThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.slot = _free_slot(self.age)
         _slots_taken.add(self.slot)
+        _board.give(self.slot)
 
     # gunicorn's threaded worker closes a connection after its answer when it keeps `max_keepalived` or more alive
     # already (gthread.ThreadWorker.handle_request, for each request): none while a sibling should hold it instead.

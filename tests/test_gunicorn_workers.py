@@ -18,6 +18,8 @@ from feedbackhub.gunicorn_workers import _STALE_SECONDS, _ConnectionBoard
 
 def test_a_worker_defers_only_to_a_live_sibling_holding_fewer_connections_with_a_free_thread() -> None:
     board = _ConnectionBoard(4)
+    board.give(0)
+    board.give(1)
     board.publish(0, 3)
     board.publish(1, 3)
 
@@ -33,6 +35,7 @@ def test_a_worker_defers_only_to_a_live_sibling_holding_fewer_connections_with_a
 
 def test_a_slot_not_written_lately_belongs_to_a_worker_that_exited() -> None:
     board = _ConnectionBoard(4)
+    board.give(2)
     board.publish(0, 5)
     board.publish(2, 0)
     board._written_at[2] = time.monotonic() - _STALE_SECONDS - 1
@@ -43,6 +46,7 @@ def test_a_slot_not_written_lately_belongs_to_a_worker_that_exited() -> None:
 def test_an_exited_workers_slot_stops_counting_and_goes_to_the_next_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gunicorn_workers, "_board", _ConnectionBoard(4))
     monkeypatch.setattr(gunicorn_workers, "_slots_taken", {0, 1})
+    gunicorn_workers._board.give(1)
     gunicorn_workers._board.publish(0, 2)
     gunicorn_workers._board.publish(1, 0)  # a worker draining its last connections before it exits
     assert gunicorn_workers._board.sibling_holds_fewer(0, 2, threads=4)
