@@ -103,15 +103,28 @@ class BalancedThreadWorker(ThreadWorker):
     # closes, when idle kept-alive connections time out; and on every turn of the main loop.
     def notify(self) -> None:
         super().notify()
-        _board.publish(self.slot, self.nr_conns)
+        self._publish()
 
     def finish_request(self, fs: Any) -> None:
         super().finish_request(fs)
-        _board.publish(self.slot, self.nr_conns)
+        self._publish()
 
     def murder_keepalived(self) -> None:
         super().murder_keepalived()
-        _board.publish(self.slot, self.nr_conns)
+        self._publish()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """A graceful stop (SIGTERM): the worker accepts no more connections, so its siblings stop leaving new ones,
+        or handing kept-alive ones back, to it while it drains the requests in flight."""
+        super().handle_exit(sig, frame)
+        _board.clear(self.slot)
+
+    def _publish(self) -> None:
+        # A worker that stops (signalled, or after its max_requests) takes no new connection: it stays off the board.
+        if self.alive:
+            _board.publish(self.slot, self.nr_conns)
+        else:
+            _board.clear(self.slot)
 
     def accept(self, server: Any, listener: Any) -> None:
         if _board.sibling_holds_fewer(self.slot, self.nr_conns, self.cfg.threads) and _taken_meanwhile(
@@ -119,7 +132,7 @@ class BalancedThreadWorker(ThreadWorker):
         ):
             return
         super().accept(server, listener)  # if a sibling took it just now, this finds nothing to accept
-        _board.publish(self.slot, self.nr_conns)
+        self._publish()
 
 
 def worker_exited(worker: Any) -> None:

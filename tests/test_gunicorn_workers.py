@@ -199,10 +199,32 @@ def test_connections_a_worker_took_while_its_sibling_could_not_are_handed_back(b
     owners = [balanced.owner(c) for c in held]
 
     assert sorted(owners.count(pid) for pid in balanced.workers) == [4, 4], owners
-    assert 4 <= closed <= 6  # one a connection taken over, and at most a couple more where counts lag a moment
+    assert 4 <= closed <= 6  # one for each connection handed over, a couple more at most where a count lags
     for _ in range(3):  # balanced: no connection is closed any more
         for index, connection in enumerate(held):
             held[index], was_closed = request_again(connection, balanced.port)
             assert not was_closed
     for connection in held:
         connection.close()
+
+
+def test_a_worker_that_stops_leaves_the_board_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gunicorn.config import Config
+
+    monkeypatch.setattr(gunicorn_workers, "_board", _ConnectionBoard(4))
+    monkeypatch.setattr(gunicorn_workers, "_slots_taken", set())
+    cfg = Config()
+    cfg.set("threads", 4)
+    stopping = gunicorn_workers.BalancedThreadWorker(1, os.getpid(), [], None, 30, cfg, None)
+    other = gunicorn_workers.BalancedThreadWorker(2, os.getpid(), [], None, 30, cfg, None)
+    gunicorn_workers._board.publish(other.slot, 3)
+    stopping._publish()  # holding no connection: the other worker would leave it new ones
+    assert gunicorn_workers._board.sibling_holds_fewer(other.slot, 3, threads=4)
+
+    stopping.handle_exit(signal.SIGTERM, None)  # gunicorn's graceful stop: it drains what it holds, accepts nothing
+
+    assert not gunicorn_workers._board.sibling_holds_fewer(other.slot, 3, threads=4)
+    stopping._publish()  # a request it was still serving ends
+    assert not gunicorn_workers._board.sibling_holds_fewer(other.slot, 3, threads=4)
+    stopping.tmp.close()
+    other.tmp.close()
