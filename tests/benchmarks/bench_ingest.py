@@ -24,6 +24,9 @@ as autovacuum would have analyzed them on a live database: PostgreSQL's plans fo
    (WAL, synchronous=NORMAL). Goal: at least 20% of the ceiling over HTTP on SQLite; PostgreSQL is reported
    beside the same ceiling, without a goal.
 
+Standard error also shows each worker's CPU seconds in the single-event phase: the two should be close, and a worker
+that served little points at how the connections were spread over the workers.
+
 Other work on the machine moves every figure, so each baseline is measured just before and just after the phase
 it is compared with (its mean is the baseline), and the ratios are what to read: absolute numbers from different
 runs do not compare. The seed logger commits with fsync, so its figure also follows the disk's load.
@@ -317,6 +320,21 @@ def hub_env(var_dir: Path, database_url: str | None) -> dict[str, str]:
     return env
 
 
+def workers_cpu_seconds(hub: Hub) -> dict[int, float]:
+    """CPU seconds (user and system) each gunicorn worker process of the hub has used so far, by pid; empty without
+    /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == hub.process.pid:  # the parent's pid: a worker of this master
+            seconds[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
+
+
 @dataclass
 class HubFigures:
     single: LoadResult
@@ -340,8 +358,14 @@ def measure_hub(hub: Hub, baselines: "Baselines") -> HubFigures:
     warm = drive(singles, connections, SINGLE_WARM_UP_SECONDS)
     analyze_as_autovacuum_would(hub)
     seed_before = baselines.seed_calls_per_second()
+    cpu_before = workers_cpu_seconds(hub)
     single = drive(singles[warm.requests :], connections, SINGLE_SECONDS)
+    cpu_after = workers_cpu_seconds(hub)
     connections.close()
+    if cpu_before and cpu_before.keys() == cpu_after.keys():
+        # The workers should share the load: one that served little points at the connections' balance.
+        spent = ", ".join(f"{cpu_after[pid] - cpu_before[pid]:.1f}" for pid in sorted(cpu_before))
+        progress(f"[{hub.name}] CPU seconds of each worker in the single-event phase: {spent}")
     seed_after = baselines.seed_calls_per_second()
     first = len(singles)
     batches = [
