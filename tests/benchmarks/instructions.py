@@ -1,6 +1,6 @@
 """Instructions the web process spends on one single-prediction request, counted by valgrind's callgrind.
 
-Run with `.venv/bin/python tests/benchmarks/instructions.py` (about two minutes; not part of `make bench`, which
+Run with `.venv/bin/python tests/benchmarks/instructions.py` (about three minutes; not part of `make bench`, which
 reports rates beside baselines). A count of instructions does not move with whatever else the machine runs, so it
 tells a change of a few percent in the request path apart, where rates on a shared machine cannot; it sees only the
 web process's user-space work (not the database's, nor the kernel's). The request goes through the WSGI app in
@@ -23,15 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ingest import event, hub_env, manage  # noqa: E402
+from bench_ingest import event, hub_env, manage, progress  # noqa: E402
 
 REQUESTS_SHORT = 60
 REQUESTS_LONG = 260
 _CHILD = "FEEDBACKHUB_INSTRUCTIONS_REQUESTS"
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def send_requests(count: int, key: str) -> None:
