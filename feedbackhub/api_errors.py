@@ -4,9 +4,12 @@
            "fields": [{"field": "confidence", "message": "Ensure this value is less than or equal to 1."}]}}
 """
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions
@@ -81,9 +84,19 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 _ERROR_HEADERS = ("WWW-Authenticate", "Retry-After")
 
 
-def api_json_response(body: dict[str, Any], *, status: int) -> JsonResponse:
-    """`body` as DRF's JSON renderer writes it (compact, UTF-8), for a view that answers without DRF."""
-    return JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False, "separators": (",", ":")})
+def api_json_response(body: dict[str, Any], *, status: int) -> HttpResponse:
+    """`body` as DRF's JSON renderer writes it (compact, UTF-8), for a view that answers without DRF. Written by
+    orjson, at a fraction of JsonResponse's cost on the single-prediction path; the standard library's encoder takes
+    what orjson refuses (an integer beyond 64 bits)."""
+    try:
+        content = orjson.dumps(body, default=_json_default)
+    except orjson.JSONEncodeError:
+        content = json.dumps(body, cls=DjangoJSONEncoder, ensure_ascii=False, separators=(",", ":")).encode()
+    # The charset given, so that neither this nor the response metrics look it up in the settings.
+    return HttpResponse(content, status=status, content_type="application/json", charset="utf-8")
+
+
+_json_default = DjangoJSONEncoder().default  # dates, decimals, UUIDs and lazy translations, as JsonResponse writes them
 
 
 def api_error_response(exc: Exception) -> HttpResponse | None:
