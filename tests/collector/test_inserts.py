@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from collector.inserts import insert_rows, row_maker
 from collector.models import ModelVersion, Prediction, RegisteredModel
@@ -12,7 +13,7 @@ from collector.models import ModelVersion, Prediction, RegisteredModel
 pytestmark = pytest.mark.django_db
 
 
-def predictions(version: ModelVersion, prefix: str) -> list[Prediction]:
+def predictions(version: ModelVersion, prefix: str, *, times: int = 1) -> list[Prediction]:
     moment = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
     shapes: list[dict[str, Any]] = [
         {"input": {"tenure": 3, "plan": "basic"}, "prediction": 1},
@@ -21,7 +22,8 @@ def predictions(version: ModelVersion, prefix: str) -> list[Prediction]:
         {"input": {"nested": {"a": [True, False]}}, "prediction": [0.1, 0.9], "attributes": {"k": "v"}},
         {"input": 0, "prediction": "", "actual": None, "interaction_id": "chat-1", "training_label": {"x": 1}},
         {"input": {}, "prediction": False, "actual_recorded_at": moment + timedelta(hours=1), "is_correct": True},
-    ]
+        {"input": [None], "prediction": {"x": "x" * 300}, "predicted_label": "é" * 255, "interaction_id": "i" * 255},
+    ] * times
     return [
         Prediction(
             registered_model_id=version.registered_model_id,
@@ -58,6 +60,22 @@ def test_it_stores_what_bulk_create_stores_and_sets_the_ids() -> None:
         assert Prediction.objects.get(pk=row.pk).event_id == row.event_id
         assert row.received_at is not None and not row._state.adding
     assert [row.pk for row in ours] == sorted(row.pk for row in ours)
+
+
+def test_a_batch_goes_as_one_array_a_column_on_postgresql_and_stores_what_bulk_create_stores() -> None:
+    model = RegisteredModel.objects.create(name="churn", task_type="binary")
+    version = ModelVersion.objects.create(registered_model=model, version="v1")
+    by_django = Prediction.objects.bulk_create(predictions(version, "django", times=3))
+    ours = predictions(version, "ours", times=3)
+
+    with CaptureQueriesContext(connection) as logged, transaction.atomic():
+        insert_rows(ours)
+
+    # On SQLite, one executemany (which the log shows as one entry).
+    [insert] = [query["sql"] for query in logged if "INSERT" in query["sql"]]
+    assert len(ours) == 21 and ("UNNEST" in insert) is (connection.vendor == "postgresql")
+    assert stored([row.pk for row in ours]) == stored([row.pk for row in by_django])
+    assert [Prediction.objects.get(pk=row.pk).event_id for row in ours] == [row.event_id for row in ours]
 
 
 def test_a_single_row_stores_what_bulk_create_stores_and_gets_its_id() -> None:
