@@ -89,7 +89,8 @@ def api_json_response(body: dict[str, Any], *, status: int) -> HttpResponse:
     orjson, at a fraction of JsonResponse's cost on the single-prediction path; the standard library's encoder takes
     what orjson refuses (an integer beyond 64 bits)."""
     try:
-        content = orjson.dumps(body, default=_json_default)
+        # Dates and times go to Django's encoder too: orjson writes UTC as +00:00, DRF and Django as Z.
+        content = orjson.dumps(body, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
     except orjson.JSONEncodeError:
         content = json.dumps(body, cls=DjangoJSONEncoder, ensure_ascii=False, separators=(",", ":")).encode()
     # The charset given, so that neither this nor the response metrics look it up in the settings.
