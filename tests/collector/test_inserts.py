@@ -7,7 +7,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from collector.inserts import insert_rows, row_maker
+from collector.inserts import adapted_column, insert_rows, row_maker
 from collector.models import ModelVersion, Prediction, RegisteredModel
 
 pytestmark = pytest.mark.django_db
@@ -76,6 +76,20 @@ def test_a_batch_goes_as_one_array_a_column_on_postgresql_and_stores_what_bulk_c
     assert len(ours) == 21 and ("UNNEST" in insert) is (connection.vendor == "postgresql")
     assert stored([row.pk for row in ours]) == stored([row.pk for row in by_django])
     assert [Prediction.objects.get(pk=row.pk).event_id for row in ours] == [row.event_id for row in ours]
+
+
+def test_more_rows_than_one_statement_takes_keep_their_order_ids_and_values_sent_beforehand() -> None:
+    model = RegisteredModel.objects.create(name="churn", task_type="binary")
+    version = ModelVersion.objects.create(registered_model=model, version="v1")
+    rows = predictions(version, "many", times=300)  # 2,100 rows: three statements on PostgreSQL
+    inputs = adapted_column(Prediction, "input", [{"row": n} for n in range(len(rows))])
+
+    with transaction.atomic():
+        insert_rows(rows, adapted={"input": inputs})
+
+    stored_rows = Prediction.objects.in_bulk([row.pk for row in rows])
+    assert [stored_rows[row.pk].event_id for row in rows] == [f"many-{n}" for n in range(len(rows))]
+    assert [stored_rows[row.pk].input for row in rows] == [{"row": n} for n in range(len(rows))]
 
 
 def test_a_single_row_stores_what_bulk_create_stores_and_gets_its_id() -> None:
