@@ -137,7 +137,7 @@ def _unnest(model: type[Model], vendor: str) -> str | None:
     type is not a plain one, as Django decides."""
     fields, _, _ = _plan(model, vendor)
     targets = [field.target_field if field.is_relation else field for field in fields]
-    if vendor != "postgresql" or any(
+    if any(
         hasattr(field, "get_placeholder") or target.get_internal_type() not in connection.data_types
         for field, target in zip(fields, targets, strict=True)
     ):
@@ -172,15 +172,15 @@ def insert_rows(rows: Sequence[Model], *, adapted: Mapping[str, list] | None = N
         raise RuntimeError("insert_rows runs inside transaction.atomic(): ids are read back from the transaction")
     with db.cursor() as cursor:
         if db.vendor == "postgresql":
-            ids: Sequence[int] = []
+            returned: list[int] = []
             for start in range(0, len(rows), _POSTGRES_CHUNK):
                 chunk = rows[start : start + _POSTGRES_CHUNK]
                 chunk_adapted = {
                     name: column[start : start + _POSTGRES_CHUNK] for name, column in (adapted or {}).items()
                 }
-                sql, params = _postgres_insert(chunk, chunk_adapted, db)
-                cursor.execute(sql, params)
-                ids = [*ids, *(pk for (pk,) in cursor.fetchall())]
+                cursor.execute(*_postgres_insert(chunk, chunk_adapted, db))
+                returned += [pk for (pk,) in cursor.fetchall()]
+            ids: Sequence[int] = returned
         else:
             fields, insert, columns = _insert_columns(rows, adapted, db)
             params = list(zip(*columns, strict=True))
