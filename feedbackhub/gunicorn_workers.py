@@ -14,6 +14,13 @@ restarted after exiting) would stay with it for as long as their clients keep th
 connections back: while it holds more than a live sibling with a free thread would after taking one, it answers with
 `Connection: close` (gunicorn's own way of ending a kept-alive connection), and the client's next connection goes
 to the sibling as above. The answer itself is whole; the client opens a new connection for its next request.
+
+A thread that has answered on a kept-alive connection waits a moment (`NEXT_REQUEST_WAIT`) for the client's next
+request on it, and reads it at once if it comes, instead of handing the connection back to the worker's main loop,
+which would poll it, take it out of the poll and pass it to the thread pool again for that next request: a client
+that sends its requests one after another then costs the worker about a fifth less of gunicorn's own work a
+request. Only while the worker holds no more connections than threads, so that no other connection can be kept
+waiting for a thread meanwhile (but a new one, by at most that moment).
 """
 
 import select
@@ -28,6 +35,10 @@ from gunicorn.workers.gthread import ThreadWorker
 # new connection a request (clients that do not keep connections alive), 10 ms cost 40-60% of the single events.
 SIBLING_HEAD_START = 0.002
 _CHECK_EVERY = 0.0002
+# Seconds a thread that answered on a kept-alive connection waits for the next request on it. On the benchmark's 2
+# cores, single predictions sent one after another on 8 connections (PostgreSQL, runs alternating with the worker
+# without the wait): 6-8% less CPU a request in the workers, 4-5% more requests served; 10 ms did no better.
+NEXT_REQUEST_WAIT = 0.002
 _SLOTS = 64
 # A worker's main loop comes round at least once a second (its poll times out); a slot not written for longer than
 # this belongs to a worker that has exited.
@@ -126,6 +137,17 @@ class BalancedThreadWorker(ThreadWorker):
         else:
             _board.clear(self.slot)
 
+    def handle(self, conn: Any) -> tuple[bool, Any]:
+        while True:
+            keepalive, conn = super().handle(conn)
+            if not (
+                keepalive
+                and self.alive
+                and self.nr_conns <= self.cfg.threads
+                and _readable_within(conn.sock, NEXT_REQUEST_WAIT)
+            ):
+                return keepalive, conn
+
     def accept(self, server: Any, listener: Any) -> None:
         if _board.sibling_holds_fewer(self.slot, self.nr_conns, self.cfg.threads) and _taken_meanwhile(
             listener, SIBLING_HEAD_START
@@ -142,6 +164,12 @@ def worker_exited(worker: Any) -> None:
     if slot is not None:
         _board.clear(slot)
         _slots_taken.discard(slot)
+
+
+def _readable_within(sock: Any, seconds: float) -> bool:
+    waiting = select.poll()
+    waiting.register(sock, select.POLLIN)
+    return bool(waiting.poll(seconds * 1000))
 
 
 def _taken_meanwhile(listener: Any, seconds: float) -> bool:

@@ -4,11 +4,14 @@ and real gunicorn workers with kept-alive connections."""
 import http.client
 import os
 import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -238,3 +241,117 @@ def test_a_worker_that_stops_leaves_the_board_at_once(monkeypatch: pytest.Monkey
     assert not gunicorn_workers._board.sibling_holds_fewer(other.slot, 3, threads=4)
     stopping.tmp.close()
     other.tmp.close()
+
+
+class _CountingApp:
+    """A WSGI app that answers 200 and counts the requests it answered."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+
+    def __call__(self, environ: dict, start_response: Any) -> list[bytes]:
+        self.answered += 1
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+
+@dataclass
+class _ServedConnection:
+    worker: gunicorn_workers.BalancedThreadWorker
+    app: _CountingApp
+    client: socket.socket
+    conn: Any
+
+
+@pytest.fixture
+def served_connection(monkeypatch: pytest.MonkeyPatch) -> Iterator[_ServedConnection]:
+    """A threaded worker made in process (no fork), serving a counting app, and a TCP connection on loopback whose
+    server end the worker's `handle` reads, as a thread of its pool would after the main loop polled it."""
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+    from gunicorn.workers.gthread import TConn
+
+    monkeypatch.setattr(gunicorn_workers, "_board", _ConnectionBoard(4))
+    monkeypatch.setattr(gunicorn_workers, "_slots_taken", set())
+    # Long enough for this test's client thread to read an answer and send again on a busy machine, whatever the GIL.
+    monkeypatch.setattr(gunicorn_workers, "NEXT_REQUEST_WAIT", 0.5)
+    cfg = Config()
+    cfg.set("threads", 4)
+    worker = gunicorn_workers.BalancedThreadWorker(1, os.getpid(), [], None, 30, cfg, Logger(cfg))
+    app = _CountingApp()
+    worker.wsgi = app
+    worker.nr_conns = 1
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=10)
+        server_end, address = listener.accept()
+        conn = TConn(cfg, server_end, address, listener.getsockname())
+    conn.init()
+    try:
+        yield _ServedConnection(worker, app, client, conn)
+    finally:
+        client.close()
+        conn.close()
+        worker.tmp.close()
+
+
+def _request_and_answer(client: socket.socket) -> bytes:
+    client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"\r\n\r\nok"):
+        chunk = client.recv(4096)
+        assert chunk, answer
+        answer += chunk
+    return answer
+
+
+def _handled_in_thread(served: _ServedConnection) -> tuple[threading.Thread, list]:
+    returned: list = []
+    thread = threading.Thread(target=lambda: returned.append(served.worker.handle(served.conn)))
+    thread.start()
+    return thread, returned
+
+
+def test_a_thread_reads_the_next_request_on_its_connection_when_it_comes_at_once(
+    served_connection: _ServedConnection,
+) -> None:
+    thread, returned = _handled_in_thread(served_connection)
+    for _ in range(3):
+        assert b"200 OK" in _request_and_answer(served_connection.client)
+    thread.join(timeout=5)
+
+    assert served_connection.app.answered == 3  # all three in one hand-over of the connection to a thread
+    assert returned == [(True, served_connection.conn)]  # kept alive: back to the main loop, once the client paused
+
+
+def test_a_request_that_comes_later_goes_through_the_main_loop(served_connection: _ServedConnection) -> None:
+    thread, returned = _handled_in_thread(served_connection)
+    _request_and_answer(served_connection.client)
+    thread.join(timeout=5)  # the client sends nothing more: the thread waits NEXT_REQUEST_WAIT, then gives up
+
+    assert not thread.is_alive()
+    assert returned == [(True, served_connection.conn)]
+    assert served_connection.app.answered == 1
+
+
+def test_a_worker_holding_more_connections_than_threads_hands_each_one_back_at_once(
+    served_connection: _ServedConnection,
+) -> None:
+    served_connection.worker.nr_conns = 5  # four threads: a thread that waited on one could keep another waiting
+    thread, returned = _handled_in_thread(served_connection)
+    _request_and_answer(served_connection.client)
+    served_connection.client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # at once, yet too late
+    thread.join(timeout=5)
+    time.sleep(0.1)
+
+    assert returned == [(True, served_connection.conn)]
+    assert served_connection.app.answered == 1  # the second request waits for the main loop's poll
+
+
+def test_a_stopping_worker_hands_the_connection_back_after_its_answer(served_connection: _ServedConnection) -> None:
+    served_connection.worker.alive = False  # a graceful stop began: answers close their connections
+    thread, returned = _handled_in_thread(served_connection)
+    answer = _request_and_answer(served_connection.client)
+    thread.join(timeout=5)
+
+    assert b"Connection: close" in answer
+    assert returned == [(False, served_connection.conn)]
