@@ -1,5 +1,6 @@
 """The threaded web worker leaves a new connection to a live sibling process that holds fewer: the board they share,
-and real gunicorn workers with kept-alive connections."""
+and real gunicorn workers with kept-alive connections. And a thread that answered on a kept-alive connection reads the
+client's next request itself when it comes at once: a worker made in process, on a real loopback connection."""
 
 import http.client
 import os
