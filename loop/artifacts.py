@@ -18,6 +18,7 @@ from loop.trainers import DEFAULT_TRAINER, Trainer, TrainerSpecError, check_trai
 ARTIFACT_SUFFIX = ".skops"
 _ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _DATASET_HASH_HEADER = b"feedbackhub-dataset-v2\n"
+_HASHED_POSITIONS = 65_536  # rows of targets whose label positions are hashed at once
 
 
 class ArtifactIntegrityError(ValueError):
@@ -108,15 +109,20 @@ def _hash_targets(digest: "hashlib._Hash", targets: np.ndarray) -> None:
         digest.update(np.ascontiguousarray(targets, dtype="<f8"))
         return
     if targets.dtype.kind == "U":  # fixed-width str sorts by code point in C, as Python's sorted() orders str
-        distinct, positions = np.unique(targets, return_inverse=True)
-        labels = distinct.tolist()
-    else:
-        values = targets.tolist()
-        labels = sorted(set(values))
-        position = {label: index for index, label in enumerate(labels)}
-        positions = np.fromiter(map(position.__getitem__, values), dtype="<i8", count=len(values))
+        distinct = np.unique(targets)
+        digest.update(f"labels {json.dumps(distinct.tolist(), ensure_ascii=True)}\n".encode("ascii"))
+        # A slice at a time: a training run hashes beside the fit, and the positions of every row at once (with
+        # np.unique's inverse, several arrays of a million int64) added a fifth of the feature matrix to its peak.
+        for first in range(0, len(targets), _HASHED_POSITIONS):
+            positions = np.searchsorted(distinct, targets[first : first + _HASHED_POSITIONS])
+            digest.update(positions.astype("<i8", copy=False))
+        return
+    values = targets.tolist()
+    labels = sorted(set(values))
+    position = {label: index for index, label in enumerate(labels)}
+    positions = np.fromiter(map(position.__getitem__, values), dtype="<i8", count=len(values))
     digest.update(f"labels {json.dumps(labels, ensure_ascii=True)}\n".encode("ascii"))
-    digest.update(np.ascontiguousarray(positions, dtype="<i8"))
+    digest.update(positions)
 
 
 def _digest(path: Path) -> tuple[str, int]:

@@ -543,7 +543,9 @@ class _RowCollector:
         return np.array(self.unfit_ids + others, dtype=np.int64)
 
     def snapshot(self, *, identity: dict[str, Any], read_at: datetime) -> Snapshot | None:
-        """What to keep of a full read (after `dataset()`): None unless the dataset is the matrix's rows."""
+        """What to keep of a full read (after `dataset()`, which trims the arrays for good): None unless the dataset
+        is the matrix's rows. It shares the row ids with the dataset, and the time keys with this collector: copies
+        would stay in memory through the fit, beside the feature matrix, for nothing (neither is changed again)."""
         ids, keys, matrix, targets = self.matrix_rows()
         skipped = self.skipped_row_ids()
         if not self.keep_keys or self.width is None or len(ids) <= len(skipped):
@@ -556,7 +558,7 @@ class _RowCollector:
             codes = np.fromiter(map(index.__getitem__, targets), dtype=np.int32, count=len(targets))
         return Snapshot(
             identity=identity, read_at=read_at, watermark=self.max_id, width=self.width,
-            ids=ids.copy(), keys=keys.copy(), targets=codes, skipped=skipped, labels=labels,
+            ids=ids, keys=keys, targets=codes, skipped=skipped, labels=labels,
         )  # fmt: skip
 
     def dataset(self) -> Dataset:

@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from threadpoolctl import threadpool_info
 
-from loop.artifacts import ArtifactIntegrityError, artifact_load, artifact_save, dataset_hash
+from loop.artifacts import _HASHED_POSITIONS, ArtifactIntegrityError, artifact_load, artifact_save, dataset_hash
 from loop.evaluation import MetricError, baseline_predictions, higher_is_better, improvement, score
 from loop.trainers import (
     ArtifactRefusedError,
@@ -236,6 +236,23 @@ def test_the_dataset_hash_of_labels_is_the_same_fixed_width_or_as_objects() -> N
 
     assert as_objects == dataset_hash(ids=ids, inputs=matrix, targets=label_array(targets))
     assert as_objects != dataset_hash(ids=ids, inputs=matrix, targets=label_array(targets[::-1]))
+
+
+def test_the_dataset_hash_of_fixed_width_labels_reads_them_in_slices_without_changing() -> None:
+    """Fixed-width labels are hashed a slice of rows at a time: over several slices, and with the last one short,
+    the hash is the one of the same labels as objects, whose positions are hashed at once."""
+    rows = 3 * _HASHED_POSITIONS + 5
+    targets = np.random.default_rng(3).choice(["no", "yes", "maybe"], size=rows)
+    ids = np.arange(rows)
+    matrix = np.zeros((rows, 1))
+
+    as_objects = dataset_hash(ids=ids, inputs=matrix, targets=targets.astype(object))
+
+    assert targets.dtype.kind == "U"
+    assert dataset_hash(ids=ids, inputs=matrix, targets=targets) == as_objects
+    changed = targets.copy()
+    changed[-1] = "no" if changed[-1] != "no" else "yes"  # in the short last slice
+    assert dataset_hash(ids=ids, inputs=matrix, targets=changed) != as_objects
 
 
 def blas_threads() -> set[int]:
