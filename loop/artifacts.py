@@ -111,8 +111,8 @@ def _hash_targets(digest: "hashlib._Hash", targets: np.ndarray) -> None:
     if targets.dtype.kind == "U":  # fixed-width str sorts by code point in C, as Python's sorted() orders str
         distinct = np.unique(targets)
         digest.update(f"labels {json.dumps(distinct.tolist(), ensure_ascii=True)}\n".encode("ascii"))
-        # A slice at a time: a training run hashes beside the fit, and the positions of every row at once (with
-        # np.unique's inverse, several arrays of a million int64) added a fifth of the feature matrix to its peak.
+        # A slice at a time: a training run hashes beside the fit, and np.unique's inverse of every row at once made
+        # several int64 arrays as long as the targets, which added to the run's peak of memory.
         for first in range(0, len(targets), _HASHED_POSITIONS):
             positions = np.searchsorted(distinct, targets[first : first + _HASHED_POSITIONS])
             digest.update(positions.astype("<i8", copy=False))

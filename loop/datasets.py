@@ -543,9 +543,11 @@ class _RowCollector:
         return np.array(self.unfit_ids + others, dtype=np.int64)
 
     def snapshot(self, *, identity: dict[str, Any], read_at: datetime) -> Snapshot | None:
-        """What to keep of a full read (after `dataset()`, which trims the arrays for good): None unless the dataset
-        is the matrix's rows. It shares the row ids with the dataset, and the time keys with this collector: copies
-        would stay in memory through the fit, beside the feature matrix, for nothing (neither is changed again)."""
+        """What to keep of a full read (after `dataset()`): None unless the dataset is the matrix's rows. It shares
+        the row ids with the dataset, and the time keys with this collector: copies would stay in memory through the
+        fit, beside the feature matrix, for nothing (neither is changed again)."""
+        # Trimmed first (as `dataset()` trims): a trim after the views are taken could move the arrays under them.
+        self._resize(len(self.matrix_targets))
         ids, keys, matrix, targets = self.matrix_rows()
         skipped = self.skipped_row_ids()
         if not self.keep_keys or self.width is None or len(ids) <= len(skipped):
