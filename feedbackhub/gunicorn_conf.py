@@ -1,5 +1,6 @@
 """gunicorn settings used by `make run` (`-c python:feedbackhub.gunicorn_conf`)."""
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ if Path("/dev/shm").is_dir():  # noqa: S108 - shared memory, not a temporary fil
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    # In multiprocess mode a dead worker's live gauges must be dropped from /metrics.
-    multiprocess.mark_process_dead(worker.pid)
+    # In multiprocess mode a dead worker's live gauges must be dropped from /metrics. Without the directory (gunicorn
+    # started by hand, not by `make run`) each process keeps its own metrics, and there is nothing to drop.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)
     worker_exited(worker)

@@ -39,6 +39,7 @@ ERROR_DESCRIPTIONS = {
     "404": "No such object (or page cursor).",
     "413": "Body or batch too large.",
     "415": "The body is not JSON.",
+    "429": "This API key sent more writes than FEEDBACKHUB_WRITE_RATE allows: try again after `Retry-After` seconds.",
     "503": "The database is unreachable: nothing was written; try again after `Retry-After` seconds.",
 }
 RETRY_AFTER_HEADER = {
@@ -58,6 +59,10 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
         }
 
 
+# Every write of an API key counts towards its FEEDBACKHUB_WRITE_RATE (loop/api/throttling.py).
+_WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
+
+
 def _error_statuses(method: str, path: str, operation: dict[str, Any]) -> list[str]:
     """The error statuses an operation can answer, besides those its view declares itself."""
     statuses = ["400", "401", "403", "503"]
@@ -66,12 +71,14 @@ def _error_statuses(method: str, path: str, operation: dict[str, Any]) -> list[s
         statuses.append("404")
     if method == "post":
         statuses += ["413", "415"]
+    if method in _WRITE_METHODS:
+        statuses.append("429")
     return statuses
 
 
 def document_errors(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """Postprocessing hook: every error response of every operation carries the one error shape, and every
-    operation lists the errors any request can meet (bad input, keys, an unreachable database)."""
+    operation lists the errors any request can meet (bad input, keys, the write rate, an unreachable database)."""
     result.setdefault("components", {}).setdefault("schemas", {})[ERROR_COMPONENT] = ERROR_SCHEMA
     body = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}}}
     for path, operations in result.get("paths", {}).items():
@@ -82,5 +89,7 @@ def document_errors(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
             for status, response in responses.items():
                 if status >= "400":
                     response["content"] = body
-            responses["503"]["headers"] = RETRY_AFTER_HEADER
+            for status in ("429", "503"):
+                if status in responses:
+                    responses[status]["headers"] = RETRY_AFTER_HEADER
     return result

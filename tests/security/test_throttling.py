@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import redis
 from django.core.cache import cache
@@ -60,6 +61,24 @@ def test_every_write_endpoint_counts_toward_the_same_limit(api: ApiClient) -> No
     assert_throttled(api.post_json("/log-feedback", {"model_version": "v1", "input_data": "x", "prediction": "y"}))
     assert Feedback.objects.count() == 0
     assert Prediction.objects.count() == 3
+
+
+def test_every_write_operation_documents_the_429_it_can_answer(api: ApiClient, anonymous: ApiClient) -> None:
+    schema = anonymous.get("/api/schema/?format=json").json()
+    operations = [
+        (method, path, operation) for path, methods in schema["paths"].items() for method, operation in methods.items()
+    ]
+
+    writes = [(method, path, operation) for method, path, operation in operations if method != "get"]
+    assert {("post", "/api/v1/predictions/"), ("post", "/log-feedback")} <= {(m, p) for m, p, _ in writes}
+    for method, path, operation in writes:
+        documented = operation["responses"].get("429")
+        assert documented is not None, (method, path)
+        assert documented["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+        assert documented["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+    assert not [path for method, path, operation in operations if method == "get" and "429" in operation["responses"]]
+    spend_writes(api, 3)
+    jsonschema.validate(api.post_json(URL, prediction_body()).json(), schema["components"]["schemas"]["Error"])
 
 
 def test_other_keys_are_not_affected(api: ApiClient) -> None:
