@@ -179,6 +179,10 @@ class Prediction(models.Model):
         return f"prediction {self.pk} ({self.event_id})"
 
 
+# A prediction labelled for training: with an outcome, or a label a reviewer approved (which wins over the outcome).
+LABELLED = Q(actual__isnull=False) | Q(training_label__isnull=False)
+
+
 class OutcomeRevision(models.Model):
     """One change of a prediction's outcome: who set it, when, and what it was before."""
 

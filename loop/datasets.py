@@ -28,12 +28,12 @@ import numpy as np
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Func, Q, QuerySet, TextField, Value
+from django.db.models import Func, QuerySet, TextField, Value
 from django.db.models.functions import Cast, Coalesce, NullIf
 from django.utils import timezone
 
 from collector.labels import LabelError, label_for, numeric_value
-from collector.models import Prediction, RegisteredModel, TaskType
+from collector.models import LABELLED, Prediction, RegisteredModel, TaskType
 from loop.models import LabelledExample
 from loop.snapshots import (
     Snapshot,
@@ -87,9 +87,7 @@ class Dataset:
 
 
 def labelled_predictions(registered_model: RegisteredModel) -> QuerySet:
-    return Prediction.objects.filter(registered_model=registered_model).filter(
-        Q(actual__isnull=False) | Q(training_label__isnull=False)
-    )
+    return Prediction.objects.filter(LABELLED, registered_model=registered_model)
 
 
 def labelled_examples(registered_model: RegisteredModel) -> QuerySet:

@@ -1,8 +1,8 @@
 """Reads of the improvement loop."""
 
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Max, QuerySet
 
-from collector.models import ModelVersion, Prediction, RegisteredModel
+from collector.models import LABELLED, ModelVersion, Prediction, RegisteredModel
 from loop.models import Promotion, TrainingRun
 
 
@@ -18,12 +18,8 @@ def predictions_in_champion_training_set(registered_model: RegisteredModel) -> Q
     run = champion_training_run(registered_model)
     if run is None or run.started_at is None:
         return Prediction.objects.none().values("pk")
-    labelled = Q(actual__isnull=False) | Q(training_label__isnull=False)
-    return (
-        Prediction.objects.filter(registered_model=registered_model, created_at__lte=run.started_at)
-        .filter(labelled)
-        .values("pk")
-    )
+    labelled = Prediction.objects.filter(LABELLED, registered_model=registered_model)
+    return labelled.filter(created_at__lte=run.started_at).values("pk")
 
 
 def champions() -> dict[int, ModelVersion]:

@@ -4,7 +4,7 @@ import django_filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
 
-from collector.models import Feedback, FeedbackKind, Prediction
+from collector.models import LABELLED, Feedback, FeedbackKind, Prediction
 from reviews.models import Priority, ReviewTask, TaskStatus
 
 
@@ -29,10 +29,8 @@ class PredictionFilter(django_filters.FilterSet):
     version = django_filters.CharFilter(field_name="model_version__version")
     errors_only = django_filters.BooleanFilter(method="filter_errors_only", help_text="Only wrong predictions.")
     labelled = django_filters.BooleanFilter(
-        field_name="actual",
-        lookup_expr="isnull",
-        exclude=True,
-        help_text="With (true) or without an outcome.",
+        method="filter_labelled",
+        help_text="With (true) or without a label for training: an outcome or an approved label correction.",
     )
     since = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     until = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
@@ -45,6 +43,9 @@ class PredictionFilter(django_filters.FilterSet):
 
     def filter_errors_only(self, queryset, name, value):  # noqa: ANN001, ANN201
         return queryset.filter(is_correct=False) if value else queryset
+
+    def filter_labelled(self, queryset, name, value):  # noqa: ANN001, ANN201
+        return queryset.filter(LABELLED) if value else queryset.exclude(LABELLED)
 
 
 class FeedbackFilter(django_filters.FilterSet):

@@ -291,6 +291,22 @@ def test_it_lists_predictions_with_filters(api: ApiClient, stored_predictions: l
     assert [row["event_id"] for row in response.json()["results"]] == expected
 
 
+def test_a_label_approved_by_a_reviewer_counts_as_labelled_as_it_does_for_training(
+    api: ApiClient, stored_predictions: list[int]
+) -> None:
+    Prediction.objects.filter(event_id="c").update(training_label=1)  # what an approved label correction sets
+
+    assert [row["event_id"] for row in api.get(f"{URL}?labelled=true").json()["results"]] == ["c", "b", "a"]
+    assert [row["event_id"] for row in api.get(f"{URL}?labelled=false").json()["results"]] == ["d"]
+    response = api.get(f"{URL}export/?format=jsonl&model=churn&labelled=true")
+    exported = b"".join(response.streaming_content).decode().splitlines()
+    assert [(row["event_id"], row["training_label"]) for row in map(json.loads, exported)] == [
+        ("a", None),
+        ("b", None),
+        ("c", 1),
+    ]
+
+
 def test_it_filters_by_time(api: ApiClient, stored_predictions: list[int]) -> None:
     since = (datetime.now(UTC) - timedelta(hours=2, minutes=30)).isoformat()
     until = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
