@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -119,21 +119,21 @@ def _is_api_path(request: HttpRequest) -> bool:
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if _is_api_path(request):
-        return JsonResponse(error_body(404, "not_found", f"No endpoint at {request.path}."), status=404)
+        return api_json_response(error_body(404, "not_found", f"No endpoint at {request.path}."), status=404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if _is_api_path(request):
         body = error_body(500, "server_error", "The server failed; the error is logged. Try again later.")
-        return JsonResponse(body, status=500)
+        return api_json_response(body, status=500)
     return defaults.server_error(request)
 
 
 def database_unavailable(request: HttpRequest) -> HttpResponse:
     message = f"The database is unreachable; nothing was written. Try again in {RETRY_AFTER_SECONDS} seconds."
     if _is_api_path(request):
-        response: HttpResponse = JsonResponse(error_body(503, "unavailable", message), status=503)
+        response = api_json_response(error_body(503, "unavailable", message), status=503)
     else:
         response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)

@@ -3,9 +3,9 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
-from feedbackhub.api_errors import database_unavailable, error_body
+from feedbackhub.api_errors import api_json_response, database_unavailable, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +23,12 @@ class BodySizeLimitMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
             message = "The URL contains a NUL character (%00), which no field can hold."
-            return JsonResponse(error_body(400, "invalid", message), status=400)
+            return api_json_response(error_body(400, "invalid", message), status=400)
         declared = request.META.get("CONTENT_LENGTH", "")
         limit = settings.FEEDBACKHUB_MAX_BODY_BYTES
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
             message = f"The request body is {int(declared)} bytes; the limit is {limit} (FEEDBACKHUB_MAX_BODY_BYTES)."
-            return JsonResponse(error_body(413, "too_large", message), status=413)
+            return api_json_response(error_body(413, "too_large", message), status=413)
         return self.get_response(request)
 
 

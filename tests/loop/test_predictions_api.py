@@ -223,6 +223,22 @@ def test_it_rejects_a_10_megabyte_body(api: ApiClient) -> None:
     assert Prediction.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("send", "status"),
+    [
+        (lambda api: api.post_json(URL, prediction_body(input="x" * (10 * 1024 * 1024))), 413),  # a middleware's
+        (lambda api: api.get("/api/v1/no-such-endpoint/"), 404),  # Django's 404 handler
+        (lambda api: api.post_json(URL, [prediction_body() for _ in range(1001)]), 413),  # DRF's handler
+    ],
+    ids=["body-too-large", "unknown-endpoint", "batch-too-large"],
+)
+def test_errors_answered_outside_drf_are_written_as_drf_writes_them(api: ApiClient, send, status: int) -> None:
+    response = send(api)
+
+    assert (response.status_code, response["Content-Type"]) == (status, "application/json")
+    assert response.content == json.dumps(response.json(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def test_it_rejects_a_batch_over_the_item_limit(api: ApiClient, settings) -> None:
     settings.FEEDBACKHUB_MAX_BATCH = 10
 
