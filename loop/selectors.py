@@ -2,7 +2,8 @@
 
 from django.db.models import Max, QuerySet
 
-from collector.models import LABELLED, ModelVersion, Prediction, RegisteredModel
+from collector.models import ModelVersion, Prediction, RegisteredModel
+from loop.datasets import labelled_predictions
 from loop.models import Promotion, TrainingRun
 
 
@@ -18,8 +19,7 @@ def predictions_in_champion_training_set(registered_model: RegisteredModel) -> Q
     run = champion_training_run(registered_model)
     if run is None or run.started_at is None:
         return Prediction.objects.none().values("pk")
-    labelled = Prediction.objects.filter(LABELLED, registered_model=registered_model)
-    return labelled.filter(created_at__lte=run.started_at).values("pk")
+    return labelled_predictions(registered_model).filter(created_at__lte=run.started_at).values("pk")
 
 
 def champions() -> dict[int, ModelVersion]:
